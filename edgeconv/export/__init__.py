@@ -1,0 +1,1 @@
+"""Serializers from the IR to runtime formats (ONNX, TFLite). Imported only when exporting."""
