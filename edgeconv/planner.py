@@ -17,6 +17,7 @@ this space, so the choice is deterministic and a larger budget never lowers the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from . import shapes
 from .errors import InfeasibleError, UsageError
@@ -89,7 +90,7 @@ class Plan:
     runners_up: tuple[Candidate, ...]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Acc:
     """Running totals of a partial network during the search."""
 
@@ -100,13 +101,17 @@ class _Acc:
     ram: int = 0
 
 
+@lru_cache(maxsize=None)
+def _same_out(size: int, k: int, s: int) -> int:
+    return shapes.axis_geometry(size, k, s, shapes.SAME).out
+
+
 def _conv_step(acc: _Acc, w: int, h: int, c_in: int, f: int, k: int, s: int) -> tuple[_Acc, int, int]:
-    gw = shapes.axis_geometry(w, k, s, shapes.SAME)
-    gh = shapes.axis_geometry(h, k, s, shapes.SAME)
+    w2, h2 = _same_out(w, k, s), _same_out(h, k, s)
     params = shapes.conv_params(k, k, c_in, f)
     return (_Acc(acc.weights + params - f, acc.channels + f, acc.convs + 1,
-                 acc.macs + shapes.conv_macs(gw.out, gh.out, f, k, k, c_in),
-                 max(acc.ram, w * h * c_in + gw.out * gh.out * f)), gw.out, gh.out)
+                 acc.macs + shapes.conv_macs(w2, h2, f, k, k, c_in),
+                 max(acc.ram, w * h * c_in + w2 * h2 * f)), w2, h2)
 
 
 def _finish(acc: _Acc, w: int, h: int, c: int, classes: int, head: str) -> tuple[int, int, int, int]:
@@ -192,10 +197,8 @@ def candidate_model(c: Candidate, input_spec: InputSpec, classes: int) -> Model:
 
 
 def _infeasible_message(input_spec: InputSpec, classes: int, budgets: Budgets, limits: TargetLimits) -> str:
-    everything = search(input_spec, classes, None, limits)
-    if not everything:
-        return "no plan exists for this input and target (no supported conv fits the input)"
-    ram_ok = [c for c in everything if _fits(c.peak_ram, budgets.ram_bytes) and _fits(c.macs, budgets.macs)]
+    # search again with the model-bytes budget lifted (RAM and MAC limits still prune)
+    ram_ok = search(input_spec, classes, Budgets(10**18, budgets.ram_bytes, budgets.macs), limits)
     parts = [f"no plan fits model bytes <= {format_size(budgets.model_bytes)}"
              + (f", peak RAM <= {format_size(budgets.ram_bytes)}" if budgets.ram_bytes else "")
              + (f", MACs <= {budgets.macs:,}" if budgets.macs else "")]
@@ -204,6 +207,9 @@ def _infeasible_message(input_spec: InputSpec, classes: int, budgets: Budgets, l
         parts.append(f"the smallest plan needs {format_size(smallest.model_bytes)} of model bytes "
                      f"({smallest.name}); use --budget {smallest.model_bytes}B or more")
     else:
+        everything = search(input_spec, classes, None, limits)
+        if not everything:
+            return "no plan exists for this input and target (no supported conv fits the input)"
         least_ram = min(everything, key=lambda c: (c.peak_ram, c.name))
         parts.append(f"the plan with the least RAM needs {format_size(least_ram.peak_ram)} "
                      f"({least_ram.name}); use --ram {least_ram.peak_ram}B or more")

@@ -152,6 +152,26 @@ def model_from_dict(data: dict[str, Any], source: str) -> Model:
     return model
 
 
+def model_to_dict(model: Model) -> dict[str, Any]:
+    """The recipe form of a model (what model_from_dict reads back), for plan.json."""
+    layers = []
+    for index, layer in enumerate(model.layers):
+        table: dict[str, Any] = {"name": layer.name, "op": layer.op}
+        previous = model.layers[index - 1].name if index else "input"
+        if layer.inputs != (previous,):
+            table["inputs"] = list(layer.inputs)
+        for field in sorted(_FIELDS[layer.op]):
+            value = getattr(layer, field if field != "pool" else "pool")
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Activation):
+                value = value.value
+            table[field] = value
+        layers.append(table)
+    return {"name": model.name, "description": model.description, "input": list(model.input.shape),
+            "layers": layers}
+
+
 def load_recipe(spec: str) -> Model:
     path = resolve_recipe_path(spec)
     try:

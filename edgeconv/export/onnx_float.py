@@ -57,7 +57,8 @@ def _onnx_pads(pads: tuple[int, int, int, int]) -> list[int]:
     return [top, left, bottom, right]  # ONNX order: x1_begin, x2_begin, x1_end, x2_end (H then W)
 
 
-def build_float_onnx(analysis: Analysis, weights: Weights) -> onnx.ModelProto:
+def build_float_onnx(analysis: Analysis, weights: Weights, outputs: list[str] | None = None) -> onnx.ModelProto:
+    """The float model; `outputs` adds intermediate layer tensors as graph outputs."""
     model = analysis.model
     g = _GraphBuilder()
     for layer, info in zip(model.layers, analysis.layers):
@@ -103,8 +104,8 @@ def build_float_onnx(analysis: Analysis, weights: Weights) -> onnx.ModelProto:
     graph = helper.make_graph(
         g.nodes, model.name,
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [1, inp.channels, inp.height, inp.width])],
-        [helper.make_tensor_value_info(model.output, TensorProto.FLOAT,
-                                       onnx_shape(analysis.output_shape, _tensor_kind(analysis, model.output)))],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, tensor_onnx_shape(analysis, name))
+         for name in [model.output, *[o for o in (outputs or []) if o != model.output]]],
         initializer=g.initializers,
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],

@@ -74,12 +74,17 @@ XNNPACK_DECLINES: frozenset[str] = frozenset({"AVERAGE_POOL_2D", "SOFTMAX"})
 
 _OPTIMIZED_ON_LITERT_REF = frozenset({"FULLY_CONNECTED"})
 
+# Ops whose ONNX Runtime CPU kernel (QLinearConv, QGemm) is the fp32-family requantization.
+# MAX_POOL_2D and PAD/RESHAPE have no arithmetic and match every runtime.
+_ORT_FP32_REQUANT = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "PAD", "RESHAPE"})
+
 
 def golden_variant(op: str, runtime: str) -> tuple[str, str]:
     """(family, kernel) of the golden reference that a runtime matches bit-exactly.
 
     runtime: "litert_ref" (BUILTIN_REF), "litert_builtin" (BUILTIN_WITHOUT_DEFAULT_DELEGATES),
-    "litert_xnnpack" (default resolver), "tflm".
+    "litert_xnnpack" (default resolver), "tflm", "ort_cpu" (ONNX Runtime CPU, uint8 QDQ ONNX;
+    kernel "ort" = the ORT-specific kernels in quant/golden.py).
     """
     if runtime == "tflm":
         return "tflite", "reference"
@@ -89,6 +94,10 @@ def golden_variant(op: str, runtime: str) -> tuple[str, str]:
         return "tflite", "optimized"
     if runtime == "litert_xnnpack":
         return ("tflite", "optimized") if op in XNNPACK_DECLINES else ("fp32", "optimized")
+    if runtime == "ort_cpu":
+        # ONNX Runtime CPU on the uint8 QDQ model: QLinearConv and QGemm requantize in float32
+        # (fp32 family); the other fused ops have their own arithmetic (quant/golden.py, "ort").
+        return ("fp32", "optimized") if op in _ORT_FP32_REQUANT else ("fp32", "ort")
     raise ValueError(f"unknown runtime {runtime!r}")
 
 

@@ -1,0 +1,203 @@
+"""The command line. Thin: parse, call the core, print. Heavy imports happen inside commands
+so that `edgeconv --help` starts fast."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from . import __version__
+from .errors import EdgeconvError, UsageError
+
+
+class _Cli(click.Group):
+    """Maps every error to a one-line message and an exit code (0 ok, 1 check failed, 2 bad
+    usage, bad input or missing runtime), never a traceback."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        if not args:
+            args = ["--help"]
+        try:
+            super().main(args=args, prog_name=prog_name or "edgeconv", standalone_mode=False, **extra)
+        except EdgeconvError as err:
+            _fail(str(err), err.exit_code)
+        except click.exceptions.NoArgsIsHelpError as err:
+            click.echo(err.ctx.get_help() if err.ctx else "", err=False)
+            sys.exit(0)
+        except click.UsageError as err:
+            hint = f" (see '{err.ctx.command_path} --help')" if err.ctx else ""
+            _fail(err.format_message().replace("\n", " ") + hint, 2)
+        except click.exceptions.Abort:
+            _fail("interrupted", 130)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except click.exceptions.Exit as err:
+            sys.exit(err.exit_code)
+        except Exception as err:  # a bug: one line by default, the traceback on request
+            if os.environ.get("EDGECONV_DEBUG"):
+                raise
+            _fail(f"internal error: {type(err).__name__}: {err} (set EDGECONV_DEBUG=1 for the traceback)", 3)
+        sys.exit(0)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"edgeconv: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _emit_json(document: object) -> None:
+    click.echo(json.dumps(document, indent=2))
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeconv")
+def cli() -> None:
+    """Plan small conv nets for embedded targets, export them from one IR to ONNX and TFLite,
+    and check that every runtime computes the same numbers.
+
+    Shapes are W x H x C (for example 32x32x3). Sizes take B, KB, MB (powers of ten) and
+    KiB, MiB (powers of two).
+    """
+
+
+def _pair(text: str, what: str) -> tuple[int, int]:
+    parts = str(text).lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise UsageError(f"{what}: expected a positive integer N or WxH like 3 or 5x3, got {text!r}")
+    return values[0], values[1]
+
+
+def _padding(text: str) -> str | int:
+    if text in ("same", "valid"):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise UsageError(f"--pad: expected same, valid or an integer P >= 0, got {text!r}")
+    return value
+
+
+@cli.command()
+@click.option("--input", "input_shape", required=True, metavar="WxHxC", help="Input volume, e.g. 32x32x3.")
+@click.option("--op", type=click.Choice(["conv2d", "depthwise_conv2d", "max_pool", "avg_pool"]), default="conv2d",
+              show_default=True, help="Layer type.")
+@click.option("--filters", type=int, help="Number of filters K (conv2d).")
+@click.option("--kernel", default="3", show_default=True, metavar="F|FwxFh", help="Filter (or pool window) size.")
+@click.option("--stride", default="1", show_default=True, metavar="S|SwxSh", help="Stride.")
+@click.option("--pad", default="0", show_default=True, metavar="same|valid|P", help="Zero padding.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def layer(input_shape, op, filters, kernel, stride, pad, as_json):
+    """Output shape, parameters and MACs of one layer, with the lecture's formulas filled in."""
+    from .calculator import explain_layer
+    from .sizes import parse_shape
+
+    shape = parse_shape(input_shape)
+    if op == "conv2d" and (filters is None or filters < 1):
+        raise UsageError(f"--filters: expected a number of filters K >= 1 for conv2d, got {filters}")
+    result = explain_layer(shape, op, filters, _pair(kernel, "--kernel"), _pair(stride, "--stride"), _padding(pad))
+    if as_json:
+        _emit_json(result)
+        return
+    w, h, c = result["output"]
+    click.echo(f"input  {input_shape}  ->  output {w}x{h}x{c}")
+    for line in result["formulas"]:
+        click.echo(f"  {line}")
+    click.echo(f"  output bytes: {result['output_bytes']['int8']:,} (int8), "
+               f"{result['output_bytes']['float32']:,} (float32)")
+
+
+@cli.command()
+@click.option("--budget", metavar="SIZE", help="Model-size budget (int8 model bytes), e.g. 1MB. "
+              "Default: the target's flash, else 1MB.")
+@click.option("--ram", metavar="SIZE", help="Peak activation RAM budget. Default: the target's RAM, else 256KB.")
+@click.option("--macs", type=int, help="Limit on multiply-accumulates per inference. Default: the target's, else none.")
+@click.option("--input", "input_shape", default="32x32x3", show_default=True, metavar="WxHxC", help="Input volume.")
+@click.option("--classes", type=int, default=10, show_default=True, help="Number of classes.")
+@click.option("--target", help="Target name (see 'edgeconv targets') or a profile .toml.")
+@click.option("--recipe", help="Build a fixed topology from models/ (name or .toml path) instead of planning.")
+@click.option("--weights", "weights_path", metavar="FILE.npz", help="Weights keyed '<layer>.weight' / '<layer>.bias'.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the He-normal initialization.")
+@click.option("--out", metavar="DIR", help="Output folder. Default: edgeconv-out/<model name>.")
+@click.option("--top", type=int, default=0, show_default=True, help="Also show the N runners-up of the plan.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (the plan summary).")
+def build(budget, ram, macs, input_shape, classes, target, recipe, weights_path, seed, out, top, as_json):
+    """Plan a conv net under a budget (or load a recipe), export it and report every number."""
+    from .build import BuildRequest, raise_on_failures, report_text, run_build
+    from .ir import InputSpec
+    from .sizes import parse_shape, parse_size
+    from .targets import load_target
+
+    if classes < 1:
+        raise UsageError(f"--classes: expected at least 1 class, got {classes}")
+    if macs is not None and macs < 1:
+        raise UsageError(f"--macs: expected a positive MAC count, got {macs}")
+    if top < 0:
+        raise UsageError(f"--top: expected N >= 0, got {top}")
+    if recipe and (input_shape != "32x32x3" or classes != 10):
+        raise UsageError("--recipe fixes the input and classes; drop --input/--classes or drop --recipe")
+    req = BuildRequest(
+        budget=parse_size(budget, "--budget") if budget else None,
+        ram=parse_size(ram, "--ram") if ram else None,
+        macs=macs,
+        input_spec=InputSpec(*parse_shape(input_shape)),
+        classes=classes,
+        target=load_target(target) if target else None,
+        recipe=recipe,
+        weights_path=weights_path,
+        seed=seed,
+        out=out,
+        top=top,
+    )
+    if not as_json:
+        parts = []
+        if budget:
+            parts.append(f"budget {budget} = {req.budget:,} B")
+        if ram:
+            parts.append(f"RAM {ram} = {req.ram:,} B")
+        if parts:
+            click.echo("; ".join(parts))
+    result = run_build(req)
+    if as_json:
+        _emit_json(result.summary())
+    else:
+        click.echo(report_text(result))
+    raise_on_failures(result)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def targets(as_json):
+    """List the target profiles and whether each runtime is installed."""
+    from .targets import all_targets
+
+    rows = []
+    for t in all_targets():
+        missing = t.missing_runtime()
+        rows.append({"name": t.name, "description": t.description, "runtime": ", ".join(t.packages),
+                     "artifact": t.artifact, "activations": t.activation_dtype, "rounding": t.rounding,
+                     "flash_bytes": t.flash_bytes, "ram_bytes": t.ram_bytes,
+                     "installed": missing is None, "install_hint": None if missing is None
+                     else f"pip install 'edgeconv[{t.extra}]'", "profile": t.source})
+    if as_json:
+        _emit_json(rows)
+        return
+    for r in rows:
+        state = "installed" if r["installed"] else f"missing: {r['install_hint']}"
+        click.echo(f"{r['name']:<5} {r['runtime']:<28} {r['artifact']:<12} {r['activations']:<6} "
+                   f"{r['rounding']:<7} {state}")
+        click.echo(f"      {r['description']}")
+
+
+def main() -> None:
+    cli.main()

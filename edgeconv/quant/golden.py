@@ -1,0 +1,253 @@
+"""Bit-exact int8 golden reference of a whole model, per runtime.
+
+run_int8(analysis, qparams, x_q, runtime) runs every layer with the integer kernels of
+int8_ops, picking for each op the (rounding family, kernel) variant that the named runtime
+executes (int8_ops.golden_variant). The graph is the one export/tflite.py writes: explicit
+padding is a PAD filled with the input zero point (= padding the conv window with real 0),
+the dense input is flattened in H, W, C order, and every activation uses its QuantParams scale
+and zero point (int8 convention).
+
+runtime:
+  "litert_ref"      LiteRT, OpResolverType.BUILTIN_REF
+  "litert_builtin"  LiteRT, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+  "litert_xnnpack"  LiteRT default resolver (XNNPACK takes what it supports)
+  "tflm"            TFLite Micro
+  "ort_cpu"         ONNX Runtime CPU on the uint8 QDQ ONNX (onnx_qdq.build_qdq_onnx), with
+                    session.x64quantprecision=1. The golden stays in the int8 convention:
+                    compare ort_output.astype(int) − 128.
+
+FAMILIES maps a rounding family of DESIGN.md §5 to the runtime whose kernels are its golden.
+
+KNOWN_MODEL_DEVIATIONS records where a runtime is not matched exactly on whole models (op,
+largest difference measured in LSB, reason); tests/test_golden.py reads it and allows that
+difference only at or after the named op.
+
+Pure numpy; no runtime is imported.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph import Analysis
+from ..ir import INPUT, Activation, Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
+from . import int8_ops
+from .params import QuantParams, TensorQuant
+from .rounding import multiplier_double, quantize_multipliers
+
+RUNTIMES = ("litert_ref", "litert_builtin", "litert_xnnpack", "tflm", "ort_cpu")
+FAMILIES = {"tflite": "litert_ref", "fp32": "litert_xnnpack"}
+
+# TFLite opcode each IR op is exported as (the key of golden_variant and KNOWN_DEVIATIONS).
+TFLITE_OP = {
+    "conv2d": "CONV_2D", "depthwise_conv2d": "DEPTHWISE_CONV_2D", "max_pool": "MAX_POOL_2D",
+    "avg_pool": "AVERAGE_POOL_2D", "global_avg_pool": "MEAN", "dense": "FULLY_CONNECTED",
+    "add": "ADD", "softmax": "SOFTMAX",
+}
+
+# Whole-model deviations that remain after choosing the matching kernel variant per op:
+# (runtime, TFLite opcode) -> {"max_lsb": bound measured at that op's output, "reason": ...}.
+KNOWN_MODEL_DEVIATIONS: dict[tuple[str, str], dict] = {}
+
+
+# FULLY_CONNECTED with per-channel weights (what quantize() and export/tflite.py write for
+# more than one unit): LiteRT's BUILTIN_REF resolver runs a per-channel kernel that
+# requantizes with *single* rounding, (acc · q31 + 2^(t−1)) >> t with t = 31 − shift in 64-bit
+# (ties toward +inf), unlike both int8_ops variants (double rounding). Measured on LiteRT 2.3.0
+# over 48 inputs × 5 models: "reference" 8 and "optimized" 7 mismatching outputs (1 LSB),
+# single rounding 0.
+PER_CHANNEL_FC: dict[str, tuple[str, str]] = {"litert_ref": ("tflite", "single_rounding")}
+
+
+def fully_connected_single_rounding(x, x_zp, w, bias, s_in, s_w, s_out, zp_out, act_min=-128, act_max=127):
+    """FULLY_CONNECTED int8 per channel with TFLite's single-rounding requantization."""
+    acc = (np.asarray(x, np.int64) - x_zp) @ np.asarray(w, np.int64).T + np.asarray(bias, np.int64)
+    q31, shift = quantize_multipliers(multiplier_double(s_in, s_w, s_out))
+    total = 31 - shift
+    out = (acc * q31 + (np.int64(1) << (total - 1))) >> total
+    return np.clip(out + zp_out, act_min, act_max).astype(np.int8)
+
+
+def variant(op: str, runtime: str) -> tuple[str, str]:
+    """(family, kernel) of the golden for IR op `op` (or a TFLite opcode) on `runtime`."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    return int8_ops.golden_variant(TFLITE_OP.get(op, op), runtime)
+
+
+def activation_range(kind: Activation, tq: TensorQuant) -> tuple[int, int]:
+    """TFLite's CalculateActivationRangeQuantized for an int8 output: ReLU clamps at the zero
+    point, ReLU6 also at zp + round(6 / scale) (float32 division, ties away from zero)."""
+    zp = int(tq.zero_point[0])
+    if kind is Activation.RELU:
+        return max(-128, zp), 127
+    if kind is Activation.RELU6:
+        six = float(np.float32(6.0) / np.float32(tq.scale[0]))
+        return max(-128, zp), min(127, zp + int(np.sign(six) * np.floor(abs(six) + 0.5)))
+    return -128, 127
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX Runtime CPU kernels that are not the fp32 conv/gemm requantization (kernel="ort").
+# All in the int8 convention: a uint8 value u is u − 128 here, zero points likewise; every
+# formula below is invariant under that shift (differences of values and zero points only).
+# ---------------------------------------------------------------------------------------------
+
+def ort_add(a, a_zp, s_a, b, b_zp, s_b, s_out, zp_out, act_min=-128, act_max=127):
+    """QLinearAdd (MLAS): float32 ratios s_a/s_out, s_b/s_out; the zero points folded into one
+    float32 constant; round half to even."""
+    ra = np.float32(np.float32(s_a) / np.float32(s_out))
+    rb = np.float32(np.float32(s_b) / np.float32(s_out))
+    u = 128  # MLAS works on uint8 values; the constant term depends on the representation
+    fixed = np.float32(np.float32(zp_out + u) - (ra * np.float32(a_zp + u) + rb * np.float32(b_zp + u)))
+    fa = (np.asarray(a, np.int64) + u).astype(np.float32) * ra
+    fb = (np.asarray(b, np.int64) + u).astype(np.float32) * rb
+    out = np.rint((fa + fb + fixed).astype(np.float32)).astype(np.int64) - u
+    return np.clip(out, act_min, act_max).astype(np.int8)
+
+
+def ort_global_avg_pool(x, x_zp, s_in, s_out, zp_out):
+    """QLinearGlobalAveragePool (MLAS): int32 sum of (q − zp_in) times the float32
+    s_in / (s_out · n), round half to even, plus zp_out."""
+    x = np.asarray(x, np.int64)
+    n = x.shape[1] * x.shape[2]
+    scale = np.float32(np.float32(s_in) / (np.float32(s_out) * np.float32(n)))
+    acc = (x - x_zp).sum(axis=(1, 2), keepdims=True)
+    out = np.rint(acc.astype(np.float32) * scale).astype(np.int64) + zp_out
+    return np.clip(out, -128, 127).astype(np.int8)
+
+
+def ort_avg_pool(x, x_zp, s_in, s_out, zp_out, pool_hw, stride_hw, pads):
+    """QLinearAveragePool (count_include_pad=0), measured for a window that covers the whole
+    input (the only avg_pool the recipes and the planner emit): like QLinearGlobalAveragePool,
+    int32 sum of (q − zp_in) times float32(s_in / (s_out · count)), round half to even, + zp_out.
+
+    For smaller, sliding windows ORT runs another kernel that this formula does not match
+    (measured: mismatches in about half of random cases, ORT 1.32 x86-64); that kernel is not
+    reproduced here and no tested model uses it (see KNOWN_MODEL_DEVIATIONS' note).
+    """
+    taps = int8_ops._pool_windows(np.asarray(x, np.int64) - x_zp, pool_hw, stride_hw, pads)
+    acc = sum(np.where(m, v, 0) for v, m in taps)
+    count = sum(np.broadcast_to(m, v.shape).astype(np.int64) for v, m in taps)
+    scale = (np.float32(s_in) / (np.float32(s_out) * count.astype(np.float32))).astype(np.float32)
+    out = np.rint((acc.astype(np.float32) * scale).astype(np.float32)).astype(np.int64) + zp_out
+    return np.clip(out, -128, 127).astype(np.int8)
+
+
+def ort_softmax(x, s_in, zp_out=-128, s_out=1.0 / 256.0):
+    """QLinearSoftmax (uint8, opset 13): a table of exp((i − 255)·s_in) for the 256 input
+    values, scaled so that a row's sum fits uint32, rounded to integers; the row maximum picks
+    the window of the table; y = round(table · (1 / (sum · s_out))) + zp_out (float32)."""
+    x = np.asarray(x, np.int64)
+    d = x.shape[-1]
+    bit_shift = np.log(np.float64(np.iinfo(np.uint32).max) / d)
+    bit_shift = max(0.0, bit_shift - 3.0) / np.float64(np.float32(s_in))
+    i = np.arange(256, dtype=np.float64)
+    table = np.rint(np.exp((i - 255.0 + bit_shift) * np.float64(np.float32(s_in)))).astype(np.int64)
+    rows = x.reshape(-1, d)
+    out = np.empty_like(rows)
+    for r, row in enumerate(rows):
+        e = table[255 - (row.max() - row)]
+        total = int(e.sum()) & 0xFFFFFFFF
+        if total == 0:
+            out[r] = zp_out
+            continue
+        inv = np.float32(np.float32(1.0) / (np.float32(total) * np.float32(s_out)))
+        out[r] = np.rint((e.astype(np.float32) * inv).astype(np.float32)).astype(np.int64) + zp_out
+    return np.clip(out, -128, 127).reshape(x.shape).astype(np.int8)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+
+def _scale(tq: TensorQuant) -> float:
+    return float(tq.scale[0])
+
+
+def _zp(tq: TensorQuant) -> int:
+    return int(tq.zero_point[0])
+
+
+def run_layer(layer, info, args: list[np.ndarray], qparams: QuantParams, runtime: str) -> np.ndarray:
+    """One IR layer on int8 NHWC inputs, as `runtime` computes it; returns int8 NHWC."""
+    name = layer.name
+    family, kernel = variant(layer.op, runtime)
+    acts = qparams.activations
+    out_q = acts[name]
+    in_q = [acts[src] for src in layer.inputs]
+    x = args[0]
+    if isinstance(layer, (Conv2d, DepthwiseConv2d)):
+        lo, hi = activation_range(layer.activation, out_q)
+        fn = int8_ops.conv2d if isinstance(layer, Conv2d) else int8_ops.depthwise_conv2d
+        return fn(x, _zp(in_q[0]), qparams.q_weights[name], qparams.q_biases[name],
+                  (layer.stride[1], layer.stride[0]), info.pads, _scale(in_q[0]),
+                  qparams.weights[name].scale_array(), _scale(out_q), _zp(out_q), lo, hi, family, kernel)
+    if isinstance(layer, MaxPool):
+        return int8_ops.max_pool(x, layer.pool[::-1], layer.stride[::-1], info.pads)
+    if isinstance(layer, AvgPool):
+        if kernel == "ort":
+            return ort_avg_pool(x, _zp(in_q[0]), _scale(in_q[0]), _scale(out_q), _zp(out_q),
+                                layer.pool[::-1], layer.stride[::-1], info.pads)
+        return int8_ops.avg_pool(x, layer.pool[::-1], layer.stride[::-1], info.pads, family=family)
+    if isinstance(layer, GlobalAvgPool):
+        if kernel == "ort":
+            return ort_global_avg_pool(x, _zp(in_q[0]), _scale(in_q[0]), _scale(out_q), _zp(out_q))
+        return int8_ops.mean(x, _zp(in_q[0]), _scale(in_q[0]), _scale(out_q), _zp(out_q), kernel=kernel,
+                             family=family)
+    if isinstance(layer, Dense):
+        lo, hi = activation_range(layer.activation, out_q)
+        if len(qparams.weights[name].scale) > 1:
+            family, kernel = PER_CHANNEL_FC.get(runtime, (family, kernel))
+        flat = np.asarray(x).reshape(x.shape[0], -1)          # NHWC flatten = H, W, C order
+        if kernel == "single_rounding":
+            y = fully_connected_single_rounding(flat, _zp(in_q[0]), qparams.q_weights[name], qparams.q_biases[name],
+                                                _scale(in_q[0]), qparams.weights[name].scale_array(),
+                                                _scale(out_q), _zp(out_q), lo, hi)
+            return y.reshape(x.shape[0], 1, 1, -1)
+        y = int8_ops.fully_connected(flat, _zp(in_q[0]), qparams.q_weights[name], qparams.q_biases[name],
+                                     _scale(in_q[0]), qparams.weights[name].scale_array(), _scale(out_q),
+                                     _zp(out_q), lo, hi, family, kernel)
+        return y.reshape(x.shape[0], 1, 1, -1)
+    if isinstance(layer, Add):
+        lo, hi = activation_range(layer.activation, out_q)
+        a, b = args
+        if kernel == "ort":
+            return ort_add(a, _zp(in_q[0]), _scale(in_q[0]), b, _zp(in_q[1]), _scale(in_q[1]),
+                           _scale(out_q), _zp(out_q), lo, hi)
+        return int8_ops.add(a, _zp(in_q[0]), _scale(in_q[0]), b, _zp(in_q[1]), _scale(in_q[1]),
+                            _scale(out_q), _zp(out_q), lo, hi, family=family)
+    if isinstance(layer, Softmax):
+        if kernel == "ort":
+            return ort_softmax(x, _scale(in_q[0]), _zp(out_q), _scale(out_q))
+        return int8_ops.softmax(x, _scale(in_q[0]), 1.0, kernel=kernel)
+    raise TypeError(f"golden: no int8 kernel for {type(layer).__name__} ({name})")
+
+
+def run_int8(analysis: Analysis, qparams: QuantParams, x_q: np.ndarray, runtime: str,
+             keep_all: bool = False) -> dict[str, np.ndarray]:
+    """The int8 outputs `runtime` computes for x_q (N, H, W, C) int8 (quantized outside the
+    graph with quantize_input). Returns {output name: int8 NHWC array} (dense layers as
+    (N, 1, 1, units)), or every layer's output and "input" with keep_all."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    model = analysis.model
+    spec = model.input
+    expected = (spec.height, spec.width, spec.channels)
+    x_q = np.asarray(x_q)
+    if x_q.ndim != 4 or tuple(x_q.shape[1:]) != expected or x_q.dtype != np.int8:
+        raise ValueError(f"golden: expected int8 input (N, {', '.join(map(str, expected))}), "
+                         f"got {x_q.dtype} {tuple(x_q.shape)}")
+    values = {INPUT: x_q}
+    for layer, info in zip(model.layers, analysis.layers):
+        values[layer.name] = run_layer(layer, info, [values[src] for src in layer.inputs], qparams, runtime)
+    if keep_all:
+        return values
+    return {model.output: values[model.output]}
+
+
+def run_family(analysis: Analysis, qparams: QuantParams, x_q: np.ndarray, family: str,
+               keep_all: bool = False) -> dict[str, np.ndarray]:
+    """The golden of a rounding family ("tflite" or "fp32"): run_int8 with FAMILIES[family]."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown rounding family {family!r}: expected one of {', '.join(FAMILIES)}")
+    return run_int8(analysis, qparams, x_q, FAMILIES[family], keep_all)
