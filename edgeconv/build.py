@@ -38,6 +38,10 @@ class BuildRequest:
     target: Target | None = None
     recipe: str | None = None
     weights_path: str | None = None
+    calib_path: str | None = None
+    calib_method: str = "minmax"
+    percentile: float = 99.99
+    calib_samples: int = 64
     seed: int = 0
     out: str | None = None
     top: int = 0
@@ -53,6 +57,8 @@ class BuildResult:
     weights: Weights
     weights_source: str
     plan: Plan | None = None
+    calibration: dict = field(default_factory=dict)
+    int8_tflite_bytes: int | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
@@ -68,8 +74,10 @@ class BuildResult:
                        "predicted_peak_ram_bytes": m.peak_ram_bytes, "peak_ram_layer": m.peak_ram_layer,
                        "weight_bytes": m.weight_bytes, "bias_bytes": m.bias_bytes, "layers": len(a.layers)},
             "budgets": {"model_bytes": b.model_bytes, "ram_bytes": b.ram_bytes, "macs": b.macs},
-            "utilization": {"model_bytes": _ratio(m.model_bytes, b.model_bytes),
+            "utilization": {"model_bytes": _ratio(self.int8_tflite_bytes or m.model_bytes, b.model_bytes),
                             "ram_bytes": _ratio(m.peak_ram_bytes, b.ram_bytes), "macs": _ratio(a.macs, b.macs)},
+            "int8_tflite_bytes": self.int8_tflite_bytes,
+            "calibration": self.calibration,
             "weights": self.weights_source,
             "failures": self.failures,
             "files": [str(self.out_dir / name) for name in self.files],
@@ -115,6 +123,9 @@ def report_markdown(result: BuildResult) -> str:
     lines = [f"# {result.model.name}", "", result.model.description or "", "",
              f"edgeconv {__version__}; weights: {result.weights_source}", "",
              "## Budgets", "", "| budget | predicted | limit | utilization |", "| --- | ---: | ---: | ---: |"]
+    if result.int8_tflite_bytes is not None:
+        lines.append(f"| int8 .tflite (real) | {result.int8_tflite_bytes:,} | {s['budgets']['model_bytes']:,} | "
+                     f"{100 * result.int8_tflite_bytes / s['budgets']['model_bytes']:.1f}% |")
     for key, used in (("model_bytes", s["totals"]["predicted_model_bytes"]),
                       ("ram_bytes", s["totals"]["predicted_peak_ram_bytes"]), ("macs", s["totals"]["macs"])):
         limit = s["budgets"][key]
@@ -137,6 +148,8 @@ def report_text(result: BuildResult) -> str:
     s, t = result.summary(), result.summary()["totals"]
     lines = [f"model {result.model.name} ({s['source']}): {result.model.description}", "",
              text_table(layer_rows(result.analysis)), "",
+             f"int8 .tflite (real file):      {utilization(result.int8_tflite_bytes, s['budgets']['model_bytes'])}"
+             if result.int8_tflite_bytes is not None else "",
              f"model bytes (int8, predicted): {utilization(t['predicted_model_bytes'], s['budgets']['model_bytes'])}",
              f"peak RAM (int8 activations):   {utilization(t['predicted_peak_ram_bytes'], s['budgets']['ram_bytes'])}"
              f" during {t['peak_ram_layer']}",
@@ -146,9 +159,41 @@ def report_text(result: BuildResult) -> str:
         for i, c in enumerate(result.plan.runners_up, 2):
             lines.append(f"  #{i} {c.name}: {c.macs:,} MACs, {c.params:,} params, "
                          f"{c.model_bytes:,} B, RAM {c.peak_ram:,} B")
-    lines += ["", f"weights: {result.weights_source}"]
+    lines += ["", f"weights: {result.weights_source}", f"calibration: {_calibration_text(result.calibration)}"]
     lines += [f"wrote {path}" for path in s["files"]]
     return "\n".join(lines)
+
+
+def _calibration_text(info: dict) -> str:
+    if not info:
+        return "none"
+    method = info.get("method", "?")
+    if method == "percentile":
+        method += f" {info.get('percentile')}"
+    return f"{method} over {info.get('samples')} samples of {info.get('source')}"
+
+
+def _quantize(req: BuildRequest, analysis: Analysis, weights: Weights):
+    """Calibrate on the user's data (or a seeded synthetic set, said plainly) and quantize once."""
+    from .quant.calibrate import calibrate, load_calibration, synthetic_calibration_set
+    from .quant.quantize import quantize
+
+    if req.calib_path:
+        samples = load_calibration(req.calib_path, analysis)
+        source = f"file {Path(req.calib_path).name}"
+    else:
+        samples = synthetic_calibration_set(analysis, n=req.calib_samples, seed=req.seed)
+        source = (f"SYNTHETIC data (standard normal, seed {req.seed}); pass --calib with real "
+                  "inputs for meaningful scales")
+    calibration = calibrate(analysis, weights, samples, req.calib_method, req.percentile, source)
+    return quantize(analysis, weights, calibration.ranges, calibration.info)
+
+
+def qdq_activation_dtype(target: Target | None) -> str:
+    """uint8 unless the target asks otherwise: ORT fuses uint8 QDQ convs into QLinearConv on x86."""
+    if target is not None and target.artifact == "qdq_onnx":
+        return target.activation_dtype
+    return "uint8"
 
 
 def run_build(req: BuildRequest) -> BuildResult:
@@ -173,15 +218,34 @@ def run_build(req: BuildRequest) -> BuildResult:
     result = BuildResult(model, analysis, memory, budgets, out_dir, weights, weights_source, the_plan)
     result.failures += _check_target_support(analysis, req.target)
     if memory.model_bytes > budgets.model_bytes:
-        result.failures.append(f"model bytes {memory.model_bytes:,} exceed the budget {budgets.model_bytes:,}")
+        result.failures.append(f"predicted model bytes {memory.model_bytes:,} exceed the budget "
+                               f"{budgets.model_bytes:,}")
     if budgets.ram_bytes and memory.peak_ram_bytes > budgets.ram_bytes:
         result.failures.append(f"peak RAM {memory.peak_ram_bytes:,} B exceeds the budget {budgets.ram_bytes:,} B")
     if budgets.macs and analysis.macs > budgets.macs:
         result.failures.append(f"MACs {analysis.macs:,} exceed the budget {budgets.macs:,}")
 
-    from .export.onnx_float import build_float_onnx, serialize  # onnx only when exporting
+    # serializers are imported only when exporting: importing edgeconv stays light
+    from .export.onnx_float import build_float_onnx, serialize
+    from .export.onnx_qdq import build_qdq_onnx
+    from .export.tflite import build_float_tflite, build_int8_tflite
 
+    qparams = _quantize(req, analysis, weights)
+    result.calibration = dict(qparams.calibration)
+    qdq_dtype = qdq_activation_dtype(req.target)
     result.files["model.onnx"] = serialize(build_float_onnx(analysis, weights))
+    result.files["model.int8.onnx"] = serialize(build_qdq_onnx(analysis, weights, qparams, qdq_dtype))
+    result.files["model.int8.tflite"] = build_int8_tflite(analysis, qparams)
+    result.files["model.float.tflite"] = build_float_tflite(analysis, weights)
+    result.int8_tflite_bytes = len(result.files["model.int8.tflite"])
+    if result.int8_tflite_bytes > budgets.model_bytes:
+        result.failures.append(f"the int8 .tflite has {result.int8_tflite_bytes:,} B, over the budget "
+                               f"{budgets.model_bytes:,} B")
+    quant_doc = {"formats": {"model.int8.tflite": "int8", "model.int8.onnx": qdq_dtype,
+                             "note": "zero points are given for int8; a uint8 tensor uses zero point + 128 "
+                                     "with the same scale"},
+                 **qparams.to_json()}
+    result.files["quant.json"] = json_bytes(quant_doc)
     result.files["weights.npz"] = npz_bytes(weights)
     result.files["plan.json"] = b""  # placeholder keeps the file order; filled below
     result.files["report.md"] = b""

@@ -127,11 +127,18 @@ def layer(input_shape, op, filters, kernel, stride, pad, as_json):
 @click.option("--target", help="Target name (see 'edgeconv targets') or a profile .toml.")
 @click.option("--recipe", help="Build a fixed topology from models/ (name or .toml path) instead of planning.")
 @click.option("--weights", "weights_path", metavar="FILE.npz", help="Weights keyed '<layer>.weight' / '<layer>.bias'.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the He-normal initialization.")
+@click.option("--calib", "calib_path", metavar="FILE", help="Calibration inputs: .npy (N x H x W x C float32) or "
+              ".npz. Default: a seeded synthetic set (the report says so).")
+@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "mse"]), default="minmax",
+              show_default=True, help="How activation ranges are chosen from the calibration outputs.")
+@click.option("--percentile", type=float, default=99.99, show_default=True, help="Tail cut of --calib-method percentile.")
+@click.option("--calib-samples", type=int, default=64, show_default=True, help="Size of the synthetic calibration set.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights and synthetic data.")
 @click.option("--out", metavar="DIR", help="Output folder. Default: edgeconv-out/<model name>.")
 @click.option("--top", type=int, default=0, show_default=True, help="Also show the N runners-up of the plan.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (the plan summary).")
-def build(budget, ram, macs, input_shape, classes, target, recipe, weights_path, seed, out, top, as_json):
+def build(budget, ram, macs, input_shape, classes, target, recipe, weights_path, calib_path, calib_method,
+          percentile, calib_samples, seed, out, top, as_json):
     """Plan a conv net under a budget (or load a recipe), export it and report every number."""
     from .build import BuildRequest, raise_on_failures, report_text, run_build
     from .ir import InputSpec
@@ -144,6 +151,8 @@ def build(budget, ram, macs, input_shape, classes, target, recipe, weights_path,
         raise UsageError(f"--macs: expected a positive MAC count, got {macs}")
     if top < 0:
         raise UsageError(f"--top: expected N >= 0, got {top}")
+    if calib_samples < 8:
+        raise UsageError(f"--calib-samples: expected at least 8 samples, got {calib_samples}")
     if recipe and (input_shape != "32x32x3" or classes != 10):
         raise UsageError("--recipe fixes the input and classes; drop --input/--classes or drop --recipe")
     req = BuildRequest(
@@ -155,6 +164,10 @@ def build(budget, ram, macs, input_shape, classes, target, recipe, weights_path,
         target=load_target(target) if target else None,
         recipe=recipe,
         weights_path=weights_path,
+        calib_path=calib_path,
+        calib_method=calib_method,
+        percentile=percentile,
+        calib_samples=calib_samples,
         seed=seed,
         out=out,
         top=top,

@@ -126,7 +126,8 @@ def _finish(acc: _Acc, w: int, h: int, c: int, classes: int, head: str) -> tuple
     n_ops = acc.convs + (2 if head == "flatten" else 3)
     params = weights + channels
     return (params, acc.macs + shapes.dense_macs(n_in, classes),
-            model_bytes_formula(weights, channels, n_ops, acc.convs + 1), ram)
+            model_bytes_formula(weights, channels, n_ops, acc.convs + 1,
+                                n_reshapes=int(head == "flatten" and w * h > 1)), ram)
 
 
 def _fits(value: int, limit: int | None) -> bool:

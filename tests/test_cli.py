@@ -10,6 +10,10 @@ from click.testing import CliRunner
 from edgeconv.cli import cli
 
 
+ALL_FILES = ("model.onnx", "model.int8.onnx", "model.int8.tflite", "model.float.tflite", "quant.json",
+             "weights.npz", "plan.json", "report.md")
+
+
 def invoke(*args):
     return CliRunner().invoke(cli, list(args))
 
@@ -113,7 +117,9 @@ def test_build_default_plan_writes_outputs_and_json(tmp_path):
     assert doc["budgets"]["model_bytes"] == 256_000 and doc["budgets"]["ram_bytes"] == 256_000
     assert doc["totals"]["predicted_model_bytes"] <= 256_000
     assert doc["totals"]["params"] > 0 and doc["totals"]["macs"] > 0
-    for name in ("model.onnx", "plan.json", "report.md", "weights.npz"):
+    assert doc["int8_tflite_bytes"] == (tmp_path / "o" / "model.int8.tflite").stat().st_size <= 256_000
+    assert "SYNTHETIC" in doc["calibration"]["source"]
+    for name in ALL_FILES:
         assert str(tmp_path / "o" / name) in doc["files"]
         assert (tmp_path / "o" / name).stat().st_size > 0
     plan = json.loads((tmp_path / "o" / "plan.json").read_text())
@@ -132,7 +138,7 @@ def test_build_text_prints_the_resolved_budget_and_table(tmp_path):
 def test_same_arguments_give_byte_identical_outputs(tmp_path):
     for name in ("a", "b"):
         assert invoke("build", "--recipe", "resnet8", "--out", str(tmp_path / name)).exit_code == 0
-    for f in ("model.onnx", "plan.json", "report.md", "weights.npz"):
+    for f in ALL_FILES:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
 
 
@@ -169,3 +175,47 @@ def test_import_and_help_load_no_runtime():
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "edgeconv", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "edgeconv" in out.stdout
+
+
+def _calib_file(tmp_path, array, name="calib.npy"):
+    path = tmp_path / name
+    np.save(path, array)
+    return str(path)
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda: np.zeros((16, 32, 32, 3), np.float64), "float32"),
+    (lambda: np.zeros((16, 3, 32, 32), np.float32), "(N, 32, 32, 3)"),
+    (lambda: np.zeros((2, 32, 32, 3), np.float32), "at least 8"),
+    (lambda: np.full((16, 32, 32, 3), np.nan, np.float32), "NaN"),
+    (lambda: np.where(np.arange(16 * 32 * 32 * 3).reshape(16, 32, 32, 3) == 5000, np.inf, 0).astype(np.float32),
+     "sample 1"),
+])
+def test_bad_calibration_file_is_a_one_line_error(tmp_path, make, needle):
+    r = invoke("build", "--recipe", "vgg_small", "--calib", _calib_file(tmp_path, make()), "--out", str(tmp_path / "o"))
+    assert_one_line_error(r)
+    assert needle in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "mse"])
+def test_calibration_from_a_file_is_recorded_in_quant_json(tmp_path, method):
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)
+    r = invoke("build", "--recipe", "vgg_small", "--calib", _calib_file(tmp_path, x), "--calib-method", method,
+               "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    quant = json.loads((tmp_path / "o" / "quant.json").read_text())
+    assert quant["calibration"]["method"] == method and quant["calibration"]["samples"] == 16
+    assert "calib.npy" in quant["calibration"]["source"]
+    assert set(quant["activations"]) == {"input", *[layer["name"] for layer in
+                                                    json.loads((tmp_path / "o" / "plan.json").read_text())["model"]["layers"]]}
+    for name, tq in quant["weights"].items():
+        assert tq["zero_point"] == [0] * len(tq["scale"]) and tq["dtype"] == "int8"
+
+
+def test_int8_file_over_the_budget_fails_with_exit_1(tmp_path):
+    r = invoke("build", "--recipe", "ds_cnn", "--budget", "42KB", "--out", str(tmp_path / "o"))
+    assert_one_line_error(r, code=1)
+    real = (tmp_path / "o" / "model.int8.tflite").stat().st_size
+    assert real > 42_000
+    assert f"the int8 .tflite has {real:,} B, over the budget 42,000 B" in r.stderr

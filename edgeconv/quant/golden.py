@@ -46,6 +46,9 @@ TFLITE_OP = {
 
 # Whole-model deviations that remain after choosing the matching kernel variant per op:
 # (runtime, TFLite opcode) -> {"max_lsb": bound measured at that op's output, "reason": ...}.
+# Empty: every runtime matched with 0 LSB on every recipe and planner model tested
+# (tests/test_golden.py; 48 inputs per model measured by hand). Not covered, hence not listed:
+# ORT's QLinearAveragePool with a window smaller than the input (see ort_avg_pool).
 KNOWN_MODEL_DEVIATIONS: dict[tuple[str, str], dict] = {}
 
 
