@@ -36,6 +36,11 @@ class TensorQuant:
         return {"scale": list(self.scale), "zero_point": list(self.zero_point), "dtype": self.dtype,
                 "axis": self.axis}
 
+    @classmethod
+    def from_json(cls, doc: dict) -> "TensorQuant":
+        return cls(tuple(float(v) for v in doc["scale"]), tuple(int(v) for v in doc["zero_point"]),
+                   str(doc.get("dtype", "int8")), doc.get("axis"))
+
 
 @dataclass(frozen=True)
 class QuantParams:

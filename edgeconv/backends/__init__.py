@@ -1,0 +1,76 @@
+"""Backends: one module per runtime behind one small protocol, found by target name.
+
+A backend module exposes `create(target) -> Backend`. Modules are imported only when a
+target is used, so importing edgeconv imports no runtime. Conventions shared by every backend:
+
+- inputs are quantized outside the graph, once, with quant.quantize.quantize_input, in the
+  target's activation dtype (int8 or uint8), NHWC (N, H, W, C);
+- outputs come back NHWC in the runtime's dtype: (N, H, W, C), or (N, 1, 1, units) for a
+  dense/softmax output; artifacts.to_int8_convention puts uint8 on the int8 grid for comparison;
+- a node or op the runtime rejects is an error naming it (MissingRuntime / InputError), never a
+  silent fallback.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..artifacts import BuiltModel
+from ..errors import MissingRuntime, UsageError
+from ..targets import Target
+
+REGISTRY = {
+    "reference": "edgeconv.backends.reference",
+    "cpu": "edgeconv.backends.cpu",
+    "arm": "edgeconv.backends.arm",
+    "npu": "edgeconv.backends.npu",
+    "mcu": "edgeconv.backends.mcu",
+}
+
+
+class Backend(Protocol):
+    target: Target
+
+    def unavailable(self) -> str | None:
+        """None when the runtime can run here, else the reason (with what to install)."""
+
+    def run(self, build: BuiltModel, x_q: np.ndarray) -> np.ndarray:
+        """Run the target's int8 artifact on quantized inputs; return the quantized output."""
+
+    def run_layers(self, build: BuiltModel, x_q: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
+        """Quantized outputs of the named layers (for locating the first diverging layer)."""
+
+    def run_float(self, build: BuiltModel, x: np.ndarray) -> np.ndarray | None:
+        """Run the float artifact on float inputs, or None when the target has none."""
+
+
+def get_backend(target: Target) -> Backend:
+    if target.backend not in REGISTRY:
+        raise UsageError(f"target {target.name}: backend {target.backend!r} unknown; backends: {', '.join(REGISTRY)}")
+    module = importlib.import_module(REGISTRY[target.backend])
+    return module.create(target)
+
+
+def require(backend: Backend) -> Backend:
+    """The backend, or MissingRuntime (exit 2) saying what to install."""
+    reason = backend.unavailable()
+    if reason:
+        raise MissingRuntime(reason)
+    return backend
+
+
+def check_input(build: BuiltModel, x_q: np.ndarray, dtype: str) -> np.ndarray:
+    """Refuse inputs of the wrong shape or dtype with one line that says what was expected."""
+    m = build.analysis.model.input
+    expected = (m.height, m.width, m.channels)
+    x_q = np.asarray(x_q)
+    if x_q.ndim == 3:
+        x_q = x_q[None]
+    if x_q.ndim != 4 or tuple(x_q.shape[1:]) != expected:
+        raise UsageError(f"input: expected shape (N, {', '.join(map(str, expected))}) (NHWC of "
+                         f"{m.width}x{m.height}x{m.channels}), got {tuple(x_q.shape)}")
+    if x_q.dtype != np.dtype(dtype):
+        raise UsageError(f"input: expected quantized {dtype} values for this target, got {x_q.dtype}")
+    return x_q
