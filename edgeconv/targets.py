@@ -23,7 +23,8 @@ ACTIVATION_DTYPES = ("int8", "uint8")
 
 @dataclass(frozen=True)
 class Tolerance:
-    max_lsb_vs_golden: int = 0     # vs the int8 golden reference of the target's rounding family
+    lsb_policy: str = "exact"      # "exact" (same rounding family as its golden) or "cross_family"
+    max_lsb_vs_golden: int = 0     # exact: 0; cross_family: the cap of min(requantizing layers, cap)
     min_sqnr_db: float = 25.0      # vs the float reference
     min_top1_agreement: float = 0.9
 
@@ -136,6 +137,8 @@ def parse_profile(data: dict[str, Any], source: str) -> Target:
         strides=_int_list(p, "supports", "strides"),
         options=tuple(sorted(options.items())),
         tolerance=Tolerance(
+            lsb_policy=p.get("tolerance", "lsb_policy", str, "exact", lambda v: v in ("exact", "cross_family"),
+                             "exact or cross_family"),
             max_lsb_vs_golden=p.get("tolerance", "max_lsb_vs_golden", int, 0, lambda v: v >= 0, "an integer >= 0"),
             min_sqnr_db=float(p.get("tolerance", "min_sqnr_db", (int, float), 25.0)),
             min_top1_agreement=float(p.get("tolerance", "min_top1_agreement", (int, float), 0.9,

@@ -160,7 +160,7 @@ def test_wrong_dtype(resnet8, tmp_path):
 def test_too_few_samples_says_the_minimum(resnet8, tmp_path):
     analysis, _ = resnet8
     _bad(analysis, tmp_path, np.zeros((3, 32, 32, 3), np.float32),
-         f"expected at least {cal.MIN_SAMPLES} calibration samples, got 3")
+         f"expected at least {cal.MIN_SAMPLES} samples, got 3")
 
 
 def test_nan_and_inf_say_sample_and_position(resnet8, tmp_path):

@@ -81,7 +81,7 @@ def check_samples(x: np.ndarray, analysis: Analysis, source: str = "calibration 
         raise InputError(f"{source}: expected dtype float32, got {x.dtype} "
                          f"(convert with x.astype(np.float32) if the values are real-valued inputs)")
     if x.shape[0] < min_samples:
-        raise InputError(f"{source}: expected at least {min_samples} calibration samples, got {x.shape[0]}")
+        raise InputError(f"{source}: expected at least {min_samples} samples, got {x.shape[0]}")
     finite = np.isfinite(x)
     if not finite.all():
         n, i, j, k = (int(v) for v in np.argwhere(~finite)[0])
@@ -110,15 +110,16 @@ def synthetic_calibration_set(analysis: Analysis, n: int = 32, seed: int = 0) ->
     return rng.standard_normal((n,) + expected_sample_shape(analysis)).astype(np.float32)
 
 
-def load_calibration(path: str | Path, analysis: Analysis, min_samples: int = MIN_SAMPLES) -> np.ndarray:
+def load_calibration(path: str | Path, analysis: Analysis, min_samples: int = MIN_SAMPLES,
+                     what: str = "calibration") -> np.ndarray:
     """Read calibration samples from .npy (N×H×W×C float32) or .npz (one array, or one per
     model input keyed by the input's name, i.e. "input") and check them."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".npz"):
-        raise InputError(f"calibration {path}: expected a .npy or .npz file, got {suffix or 'no extension'!r}")
+        raise InputError(f"{what} {path}: expected a .npy or .npz file, got {suffix or 'no extension'!r}")
     if not path.is_file():
-        raise InputError(f"calibration {path}: file not found")
+        raise InputError(f"{what} {path}: file not found")
     try:
         if suffix == ".npy":
             x = np.load(path, allow_pickle=False)
@@ -128,14 +129,14 @@ def load_calibration(path: str | Path, analysis: Analysis, min_samples: int = MI
                 if len(keys) == 1:   # one array under any key; the model has one input, "input"
                     x = data[keys[0]]
                 else:
-                    raise InputError(f"calibration {path}: expected one array, or one per model input "
+                    raise InputError(f"{what} {path}: expected one array, or one per model input "
                                      f"(keyed {INPUT!r}), got {len(keys)} arrays"
                                      + (f": {', '.join(keys)}" if keys else ""))
     except InputError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise InputError(f"calibration {path}: could not read it as {suffix} ({err})") from None
-    return check_samples(x, analysis, f"calibration {path}", min_samples)
+        raise InputError(f"{what} {path}: could not read it as {suffix} ({err})") from None
+    return check_samples(x, analysis, f"{what} {path}", min_samples)
 
 
 def tensor_values(analysis: Analysis, weights: Weights, samples: np.ndarray) -> dict[str, np.ndarray]:

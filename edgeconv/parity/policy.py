@@ -1,0 +1,80 @@
+"""The tolerance policy: which differences a target may show and still pass.
+
+- LSB against the int8 golden reference of the target's rounding family: exact (0 LSB) where
+  the runtime belongs to that family; otherwise (another family, or the QNN HTP emulator)
+  at most min(number of requantizing layers, cap) LSB, cap = 3 by default — rounding
+  differences of up to 1 LSB per requantizing layer, bounded.
+- SQNR against the float reference at least `min_sqnr_db`; top-1 agreement with the float
+  reference at least `min_top1_agreement` (classifiers only).
+All numbers live in the target profiles (targets/*.toml, [tolerance]).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..graph import Analysis
+
+# ops whose output is requantized to a new scale (max_pool only selects, so it does not count)
+REQUANTIZING_OPS = ("conv2d", "depthwise_conv2d", "dense", "add", "avg_pool", "global_avg_pool", "softmax")
+
+
+def requantizing_layers(analysis: Analysis, upto: str | None = None) -> int:
+    """Requantizing layers on the way to `upto` (inclusive; default the whole model)."""
+    count = 0
+    for info in analysis.layers:
+        count += info.op in REQUANTIZING_OPS
+        if info.name == upto:
+            break
+    return count
+
+
+def allowed_lsb(policy: str, cap: int, n_requantizing: int) -> int:
+    if policy == "exact":
+        return 0
+    if policy == "cross_family":
+        return min(n_requantizing, cap)
+    raise ValueError(f"tolerance policy: expected 'exact' or 'cross_family', got {policy!r}")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verdict: a target × check pair, as it appears in every report."""
+
+    target: str
+    name: str          # "lsb_vs_golden", "sqnr_vs_float", "top1_vs_float", "runs"
+    passed: bool
+    value: float | int | None
+    limit: float | int | None
+    message: str
+
+
+def lsb_check(target: str, max_lsb: int, allowed: int, golden: str) -> Check:
+    ok = max_lsb <= allowed
+    return Check(target, "lsb_vs_golden", ok, max_lsb, allowed,
+                 f"max {max_lsb} LSB vs the {golden} golden reference (allowed {allowed})")
+
+
+def sqnr_check(target: str, sqnr: float, floor: float) -> Check:
+    return Check(target, "sqnr_vs_float", sqnr >= floor, round(sqnr, 2) if sqnr != float("inf") else sqnr, floor,
+                 f"SQNR {sqnr:.2f} dB vs the float reference (floor {floor:g} dB)")
+
+
+def top1_check(target: str, agreement: float, floor: float) -> Check:
+    return Check(target, "top1_vs_float", agreement >= floor, round(agreement, 4), floor,
+                 f"top-1 agreement {agreement:.1%} with the float reference (floor {floor:.0%})")
+
+
+def golden_runtime(backend: str, rounding: str, kernels: str | None = None) -> str:
+    """The golden-reference variant (quant.golden runtime name) a target is compared with.
+
+    cpu: ONNX Runtime's own integer kernels (fp32 family); arm: the LiteRT kernels selected in
+    the profile; mcu: TFLM (tflite family); npu: the same QDQ graph's fp32 golden (HTP has no
+    bit-exact model, hence the cross-family policy).
+    """
+    if backend in ("cpu", "npu"):
+        return "ort_cpu"
+    if backend == "arm":
+        return {"xnnpack": "litert_xnnpack", "builtin": "litert_builtin", "reference": "litert_ref"}[kernels or "xnnpack"]
+    if backend == "mcu":
+        return "tflm"
+    return {"tflite": "litert_ref", "fp32": "litert_xnnpack"}.get(rounding, "litert_xnnpack")
