@@ -23,6 +23,7 @@ and per in-memory prefix model.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -82,8 +83,10 @@ class ArmBackend:
                              f"install it with: pip install 'edgeconv[{self.target.extra}]'") from None
         resolver = getattr(OpResolverType, RESOLVERS[self.kernels])
         try:
-            it = Interpreter(model_path=path, model_content=content, num_threads=self.num_threads,
-                             experimental_op_resolver_type=resolver, experimental_preserve_all_tensors=preserve)
+            with warnings.catch_warnings():  # LiteRT warns that preserve_all_tensors costs memory: intended here
+                warnings.simplefilter("ignore", UserWarning)
+                it = Interpreter(model_path=path, model_content=content, num_threads=self.num_threads,
+                                 experimental_op_resolver_type=resolver, experimental_preserve_all_tensors=preserve)
         except Exception as err:  # ValueError for a file that is not a TFLite flatbuffer
             raise InputError(f"{what}: LiteRT cannot load it ({_first_line(err)})") from None
         try:

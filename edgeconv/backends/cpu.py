@@ -9,7 +9,10 @@ Session options are pinned from the target profile's [options]:
   graph_optimization_level  "all" | "extended" | "basic" | "disabled"  (default "all")
   intra_op_num_threads      integer (default 1; 0 lets ORT choose)
   x64quantprecision         0 | 1 -> session config "session.x64quantprecision" (exact u8 x s8
-                            products on x86 CPUs without VNNI)
+                            products on x86 CPUs without VNNI; measured on an AVX2 CPU without
+                            VNNI, ORT 1.32: with 0 the recipes' first conv is off by up to 93 LSB)
+Levels below "all"/"extended" leave the QDQ graph unfused (float Conv between Q/DQ), which is
+not the ort_cpu golden's arithmetic (1-2 LSB off on the recipes).
 Sessions are cached per (model file, its mtime) and, for run_layers, per in-memory model.
 
 run_layers and fusion. The per-layer outputs come from an in-memory QDQ model built from the
