@@ -99,7 +99,11 @@ def package_version(*names: str) -> str | None:
 
 # -- runtimes -------------------------------------------------------------------------------------
 
-def run_litert(np, model_path: str, x, kernels: str, options: dict):
+def _nhwc(np, y):
+    return y.reshape(1, 1, 1, -1) if y.ndim == 2 else y
+
+
+def run_litert(np, model_path: str, x, kernels: str, options: dict, n_outputs: int):
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError as err:
@@ -111,12 +115,12 @@ def run_litert(np, model_path: str, x, kernels: str, options: dict):
     it = Interpreter(model_path=model_path, num_threads=threads, experimental_op_resolver_type=resolver)
     it.allocate_tensors()
     load_s = time.perf_counter() - start
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    inp, outs = it.get_input_details()[0], it.get_output_details()[:n_outputs]
 
     def invoke(sample):
         it.set_tensor(inp["index"], sample)
         it.invoke()
-        return np.array(it.get_tensor(out["index"]))
+        return [_nhwc(np, np.array(it.get_tensor(out["index"]))) for out in outs]
 
     return invoke, load_s, {"name": "ai-edge-litert", "module": "ai_edge_litert",
                             "version": package_version("ai-edge-litert"), "resolver": LITERT_RESOLVERS[kernels],
@@ -134,7 +138,7 @@ def _ort_session_options(ort, options: dict):
     return so
 
 
-def run_onnxruntime(np, model_path: str, x, options: dict, qnn: bool):
+def run_onnxruntime(np, model_path: str, x, options: dict, qnn: bool, n_outputs: int):
     try:
         import onnxruntime as ort
     except ImportError as err:
@@ -169,16 +173,16 @@ def run_onnxruntime(np, model_path: str, x, options: dict, qnn: bool):
         sess = ort.InferenceSession(model_path, _ort_session_options(ort, options), providers=["CPUExecutionProvider"])
         info["ep"] = "CPUExecutionProvider"
     load_s = time.perf_counter() - start
-    in_name, out_name = sess.get_inputs()[0].name, sess.get_outputs()[0].name
+    in_name, out_names = sess.get_inputs()[0].name, [o.name for o in sess.get_outputs()[:n_outputs]]
 
     def invoke(sample):
-        y = sess.run([out_name], {in_name: np.ascontiguousarray(sample.transpose(0, 3, 1, 2))})[0]
-        return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
+        ys = sess.run(out_names, {in_name: np.ascontiguousarray(sample.transpose(0, 3, 1, 2))})
+        return [_nhwc(np, y.transpose(0, 2, 3, 1) if y.ndim == 4 else y) for y in ys]
 
     return invoke, load_s, info
 
 
-def run_tflite_micro(np, model_path: str, x, options: dict):
+def run_tflite_micro(np, model_path: str, x, options: dict, n_outputs: int):
     try:
         from tflite_micro.python.tflite_micro import runtime
     except ImportError as err:
@@ -193,7 +197,7 @@ def run_tflite_micro(np, model_path: str, x, options: dict):
     def invoke(sample):
         it.set_input(sample, 0)
         it.invoke()
-        return np.array(it.get_output(0))
+        return [_nhwc(np, np.array(it.get_output(k))) for k in range(n_outputs)]
 
     return invoke, load_s, {"name": "tflite-micro", "module": "tflite_micro",
                             "version": package_version("tflite-micro", "tflite_micro"), "arena_bytes": arena}
@@ -231,30 +235,43 @@ def run(folder: str, requested: str, out_dir: str) -> dict:
     if x.dtype != np.dtype(want) or x.ndim != 4:
         raise RunnerError(f"bundle: inputs.npy is {x.dtype} {x.shape}, expected {want} N x H x W x C", EXIT_TAMPERED)
     kind = runtime.get("kind")
+    # the model output first, then extra tensors the bundle asks for (e.g. the logits)
+    extra = list(manifest.get("extra_outputs") or [])
+    for spec in extra:
+        name = str(spec.get("file", ""))
+        if os.path.basename(name) != name or not name.endswith(".npy") or name in ("outputs.npy", "inputs.npy"):
+            raise RunnerError(f"bundle: extra output file {name!r} refused (expected a plain NAME.npy)", EXIT_TAMPERED)
+    n_outputs = 1 + len(extra)
     try:
         if kind == "litert":
-            invoke, load_s, info = run_litert(np, model_path, x, kernels, options)
+            invoke, load_s, info = run_litert(np, model_path, x, kernels, options, n_outputs)
         elif kind in ("onnxruntime", "onnxruntime_qnn"):
-            invoke, load_s, info = run_onnxruntime(np, model_path, x, options, kind == "onnxruntime_qnn")
+            invoke, load_s, info = run_onnxruntime(np, model_path, x, options, kind == "onnxruntime_qnn", n_outputs)
         elif kind == "tflite_micro":
-            invoke, load_s, info = run_tflite_micro(np, model_path, x, options)
+            invoke, load_s, info = run_tflite_micro(np, model_path, x, options, n_outputs)
         else:
             raise RunnerError(f"bundle: runtime {kind!r} unknown to this runner")
-        outputs, times = [], []
+        outputs, times = [[] for _ in range(n_outputs)], []
         for i in range(x.shape[0]):
             sample = np.ascontiguousarray(x[i:i + 1])
             start = time.perf_counter()
-            y = invoke(sample)
+            ys = invoke(sample)
             times.append(time.perf_counter() - start)
-            outputs.append(y.reshape(1, 1, 1, -1) if y.ndim == 2 else y)
+            for slot, y in zip(outputs, ys):
+                slot.append(y)
     except RunnerError:
         raise
     except Exception as err:  # noqa: BLE001 - every runtime raises its own exception types
         raise RunnerError(f"runtime {kind} ({kernels} kernels) failed: {type(err).__name__}: {one_line(err)}")
-    y = np.concatenate(outputs)
+    y = np.concatenate(outputs[0])
     os.makedirs(out_dir, exist_ok=True)
     out_path = os.path.join(out_dir, "outputs.npy")
     np.save(out_path, y, allow_pickle=False)
+    extra_results = {}
+    for spec, slot in zip(extra, outputs[1:]):
+        path = os.path.join(out_dir, spec["file"])
+        np.save(path, np.concatenate(slot), allow_pickle=False)
+        extra_results[spec["name"]] = {"file": spec["file"], "sha256": sha256_file(path)}
     ordered = sorted(times)
     result = {
         "format": FORMAT,
@@ -280,6 +297,7 @@ def run(folder: str, requested: str, out_dir: str) -> dict:
         },
         "outputs": {"file": "outputs.npy", "sha256": sha256_file(out_path), "dtype": str(y.dtype),
                     "shape": list(y.shape)},
+        "extra_outputs": extra_results,
     }
     tmp = os.path.join(out_dir, ".result.json.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:

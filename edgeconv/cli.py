@@ -365,5 +365,15 @@ def bench(folder, target_list, repeat, warmup, as_json):
                    f"{r.model_bytes:9,} {r.ram_predicted:9,} {meas} {r.macs_per_second / 1e9:7.2f}")
 
 
+def _register_bundle_commands() -> None:
+    from .bundle_cli import bundle, validate  # click-only at import time
+
+    cli.add_command(bundle)
+    cli.add_command(validate)
+
+
+_register_bundle_commands()
+
+
 def main() -> None:
     cli.main()

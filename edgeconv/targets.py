@@ -25,6 +25,7 @@ ACTIVATION_DTYPES = ("int8", "uint8")
 class Tolerance:
     lsb_policy: str = "exact"      # "exact" (same rounding family as its golden) or "cross_family"
     max_lsb_vs_golden: int = 0     # exact: 0; cross_family: the cap of min(requantizing layers, cap)
+    head_lsb: int = 1              # cross_family: softmax on the target's own logits vs the golden softmax
     min_sqnr_db: float = 25.0      # vs the float reference
     min_top1_agreement: float = 0.9
 
@@ -140,6 +141,7 @@ def parse_profile(data: dict[str, Any], source: str) -> Target:
             lsb_policy=p.get("tolerance", "lsb_policy", str, "exact", lambda v: v in ("exact", "cross_family"),
                              "exact or cross_family"),
             max_lsb_vs_golden=p.get("tolerance", "max_lsb_vs_golden", int, 0, lambda v: v >= 0, "an integer >= 0"),
+            head_lsb=p.get("tolerance", "head_lsb", int, 1, lambda v: v >= 0, "an integer >= 0"),
             min_sqnr_db=float(p.get("tolerance", "min_sqnr_db", (int, float), 25.0)),
             min_top1_agreement=float(p.get("tolerance", "min_top1_agreement", (int, float), 0.9,
                                            lambda v: 0 <= v <= 1, "a number in [0, 1]")),

@@ -45,7 +45,7 @@ PACKAGES=(
 PLATFORMS=(manylinux2014_aarch64)
 for minor in $(seq 17 36); do PLATFORMS+=("manylinux_2_${minor}_aarch64"); done
 STAMP="$ROOT/.edgeconv-userland"
-WANT_STAMP="packages=${PACKAGES[*]}; ai-edge-litert==$LITERT_VERSION; $NUMPY_SPEC; python$PYVER"
+WANT_STAMP="packages=${PACKAGES[*]}; ai-edge-litert==$LITERT_VERSION; $NUMPY_SPEC; python$PYVER; proc/cpuinfo=cortex-a72"
 
 say() { printf 'build_aarch64_userland: %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -54,7 +54,7 @@ command -v "$QEMU" >/dev/null || {
   say "error: $QEMU not found; install it with: apt-get install qemu-user-static"; exit 2; }
 
 check() {
-  "$QEMU" -L "$ROOT" "$ROOT/usr/bin/python$PYVER" -c \
+  "$QEMU" -cpu cortex-a72 -L "$ROOT" "$ROOT/usr/bin/python$PYVER" -c \
     "import platform, numpy, ai_edge_litert, ai_edge_litert.interpreter; print(platform.machine(), 'python', platform.python_version(), 'numpy', numpy.__version__)"
 }
 
@@ -101,6 +101,18 @@ mkdir -p "$ROOT/$SITE"
 for whl in "$work"/wheels/*.whl; do
   say "unpack $(basename "$whl") into /$SITE"
   python3 -m zipfile -e "$whl" "$ROOT/$SITE"
+done
+
+# LiteRT initializes the cpuinfo library when an Interpreter is created (any op resolver). Under
+# qemu-user it reads the host's x86 /proc/cpuinfo, finds no ARM cores and dereferences NULL
+# (SIGSEGV in CreateWrapperFromFile, measured with qemu 7.2 / LiteRT 2.3.0). qemu's -L prefix
+# is also searched for /proc paths, so an aarch64 /proc/cpuinfo in ROOT (Cortex-A72 cores, one
+# per host CPU; run qemu with -cpu cortex-a72 to match) is what the guest reads instead.
+say "write /proc/cpuinfo (aarch64, Cortex-A72 x $(nproc --all)) into $ROOT for LiteRT's cpuinfo"
+mkdir -p "$ROOT/proc"
+: > "$ROOT/proc/cpuinfo"
+for i in $(seq 0 $(( $(nproc --all) - 1 ))); do
+  printf 'processor\t: %d\nBogoMIPS\t: 100.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n' "$i" >> "$ROOT/proc/cpuinfo"
 done
 
 say "check: $QEMU -L $ROOT $ROOT/usr/bin/python$PYVER -c 'import numpy, ai_edge_litert'"

@@ -390,3 +390,75 @@ def test_requantize_families_differ_only_at_ties():
     assert fp32.tolist() == [[2, -2, 4, 127]]       # half to even
     with pytest.raises(ValueError):
         requantize(acc, 0.5, 1.0, 1.0, 0, -128, 127, "other")
+
+
+# ---------------------------------------------------------------------------------------------
+# ADD: every (a, b) pair of int8 values, scales chosen to produce ties and near-ties
+# ---------------------------------------------------------------------------------------------
+
+def _add_grid_params(seed, count=12):
+    rng = np.random.default_rng(seed)
+    for t in range(count):
+        s_a, s_b, s_o = (np.float32(10 ** rng.uniform(-3, 0.3)) for _ in range(3))
+        if t % 4 == 0:
+            s_b = s_a
+        elif t % 4 == 1:
+            s_o = np.float32(s_a * rng.choice([1, 2, 0.5, 3, 4, 0.25]))
+        elif t % 4 == 2:
+            s_b, s_o = np.float32(s_a * rng.uniform(0.9, 1.1)), np.float32(s_a * rng.uniform(0.5, 2))
+        yield (t, s_a, s_b, s_o) + tuple(int(z) for z in rng.integers(-128, 128, 3))
+
+
+_GRID_A, _GRID_B = (g.reshape(1, 256, 16, 16).astype(np.int8)
+                    for g in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128), indexing="ij"))
+
+
+def test_add_xnnpack_exhaustive():
+    """XNNPACK's qs8 add (integer multipliers, shift, ties toward +inf) on all 65536 pairs."""
+    shape = _GRID_A.shape
+    for t, s_a, s_b, s_o, zp_a, zp_b, zp_o in _add_grid_params(7):
+        activation = ("NONE", "RELU")[t % 2]
+        tensors = [_act("a", shape, s_a, zp_a), _act("b", shape, s_b, zp_b), _act("y", shape, s_o, zp_o)]
+        ops = [TfliteOp("ADD", ("a", "b"), ("y",), (("fused_activation", activation),))]
+        out, delegated = run_litert(build_tflite(tensors, ops, ["a", "b"], ["y"]), [_GRID_A, _GRID_B], "xnnpack")
+        assert delegated == (int8_ops.xnnpack_add_params(s_a, s_b, s_o) is not None)
+        lo, hi = _act_range(activation, s_o, zp_o)
+        expected = int8_ops.add(_GRID_A, zp_a, s_a, _GRID_B, zp_b, s_b, s_o, zp_o, lo, hi, family="fp32")
+        np.testing.assert_array_equal(out, expected, err_msg=f"params {t}")
+
+
+def test_add_ort_exhaustive():
+    """ONNX Runtime's fused QLinearAdd (MLAS, FMA chain) on all 65536 uint8 pairs and on short
+    tensors (vector tails, one element)."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeconv.quant.golden import ort_add
+
+    def session(s_a, zp_a, s_b, zp_b, s_o, zp_o, shape):
+        inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("sa", s_a), ("sb", s_b), ("so", s_o))]
+        inits += [numpy_helper.from_array(np.array(v + 128, np.uint8), n) for n, v in (("za", zp_a), ("zb", zp_b), ("zo", zp_o))]
+        nodes = [helper.make_node("DequantizeLinear", ["a", "sa", "za"], ["af"]),
+                 helper.make_node("DequantizeLinear", ["b", "sb", "zb"], ["bf"]),
+                 helper.make_node("Add", ["af", "bf"], ["yf"]),
+                 helper.make_node("QuantizeLinear", ["yf", "so", "zo"], ["y"])]
+        io = [helper.make_tensor_value_info(n, TensorProto.UINT8, shape) for n in ("a", "b", "y")]
+        model = helper.make_model(helper.make_graph(nodes, "add", io[:2], io[2:], inits),
+                                  opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.add_session_config_entry("session.x64quantprecision", "1")
+        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+    rng = np.random.default_rng(3)
+    for t, s_a, s_b, s_o, zp_a, zp_b, zp_o in _add_grid_params(11):
+        n = (65536, 65531, 13, 3, 1)[t % 5]
+        pick = rng.permutation(65536)[:n]
+        a = _GRID_A.ravel()[pick].reshape(1, 1, 1, n)
+        b = _GRID_B.ravel()[pick].reshape(1, 1, 1, n)
+        feeds = {"a": (a.astype(np.int64) + 128).astype(np.uint8), "b": (b.astype(np.int64) + 128).astype(np.uint8)}
+        out = session(s_a, zp_a, s_b, zp_b, s_o, zp_o, [1, 1, 1, n]).run(None, feeds)[0].astype(np.int64) - 128
+        expected = ort_add(a, zp_a, float(s_a), b, zp_b, float(s_b), float(s_o), zp_o)
+        np.testing.assert_array_equal(out, expected, err_msg=f"params {t}, {n} elements")

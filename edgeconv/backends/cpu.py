@@ -186,15 +186,13 @@ class CpuBackend:
             result[INPUT] = x_q.copy()
         names = [n for n in wanted if n != INPUT]
         if names:
-            try:
-                from ..export.onnx_float import serialize
-                from ..export.onnx_qdq import build_qdq_onnx
-            except ImportError as err:
-                raise InputError(f"target {self.target.name}: per-layer outputs need the onnx package "
-                                 f"({_first_line(err)}); install it with: pip install 'edgeconv[{self.target.extra}]'"
-                                 ) from None
-            proto = build_qdq_onnx(build.analysis, build.weights, build.qparams, build.qdq_dtype, outputs=names)
-            sess = self.session_for_bytes(serialize(proto), f"{build.folder}: QDQ model with outputs {names}")
+            # the artifact itself with those tensors as graph outputs (export.expose), so that a
+            # fault in the file under test shows up; ORT keeps the same fused kernels
+            from ..export.expose import onnx_with_outputs
+
+            path = build.artifact("qdq_onnx")
+            sess = self.session_for_bytes(onnx_with_outputs(path.read_bytes(), names),
+                                          f"{path} with {len(names)} layer outputs")
             for name, value in zip(names, self._run(sess, x_q, names)):
                 result[name] = value
         return {name: result[name] for name in layers}

@@ -178,37 +178,38 @@ class McuBackend:
 
     # -- running -----------------------------------------------------------------------------
 
-    def _run_model(self, model: bytes, label: str, x_q: np.ndarray) -> np.ndarray:
+    def _run_model(self, model: bytes, label: str, x_q: np.ndarray, n_outputs: int = 1) -> list[np.ndarray]:
         it = self._interpreter(model, label)
-        outs = []
+        outs: list[list[np.ndarray]] = [[] for _ in range(n_outputs)]
         for i in range(x_q.shape[0]):
             it.set_input(np.ascontiguousarray(x_q[i:i + 1]), 0)
             it.invoke()
-            y = np.array(it.get_output(0))
-            outs.append(y.reshape(1, 1, 1, -1) if y.ndim == 2 else y)
-        return np.concatenate(outs)
+            for k in range(n_outputs):
+                y = np.array(it.get_output(k))
+                outs[k].append(y.reshape(1, 1, 1, -1) if y.ndim == 2 else y)
+        return [np.concatenate(o) for o in outs]
 
     def run(self, build: BuiltModel, x_q: np.ndarray) -> np.ndarray:
         x_q = check_input(build, x_q, "int8")
         path = build.artifact("int8_tflite")
-        return self._run_model(path.read_bytes(), path.name, x_q)
+        return self._run_model(path.read_bytes(), path.name, x_q)[0]
 
     def run_layers(self, build: BuiltModel, x_q: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
-        """Each layer's output from its prefix model (the IR truncated after the layer, exported
-        with export.tflite): TFLM reuses arena memory, so intermediate tensors are not kept."""
-        from ..export.tflite import build_int8_tflite
-        from ..graph import analyze
-        from ..prefix import prefix_model
+        """The named layers' outputs from the artifact itself with those tensors made graph
+        outputs (export.expose): TFLM reuses arena memory, so only outputs are kept, and a fault
+        in the file under test must show up here. The arena grows to hold them all."""
+        from ..export.expose import tflite_with_outputs
 
         x_q = check_input(build, x_q, "int8")
         known = [layer.name for layer in build.analysis.model.layers]
-        result = {}
-        for name in layers:
-            if name not in known:
-                raise UsageError(f"layer {name!r}: not a layer of {build.name}; layers: {', '.join(known)}")
-            model = build_int8_tflite(analyze(prefix_model(build.analysis.model, name)), build.qparams)
-            result[name] = self._run_model(model, f"{build.name} up to layer {name}", x_q)
-        return result
+        unknown = [name for name in layers if name not in known]
+        if unknown:
+            raise UsageError(f"layer {unknown[0]!r}: not a layer of {build.name}; layers: {', '.join(known)}")
+        path = build.artifact("int8_tflite")
+        names = list(dict.fromkeys(layers))
+        content = tflite_with_outputs(path.read_bytes(), names)
+        outs = self._run_model(content, f"{path.name} with {len(names)} layer outputs", x_q, len(names))
+        return dict(zip(names, outs))
 
     def run_float(self, build: BuiltModel, x: np.ndarray) -> None:
         """None: the TFLM target runs the int8 model only (no float kernels are pinned for it)."""

@@ -207,28 +207,23 @@ class NpuBackend:
         return self._run_batches(sess, x_q, [out])[out]
 
     def run_layers(self, build: BuiltModel, x_q: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
-        """Each layer's output from its own prefix model (the IR truncated after the layer,
-        exported with build_qdq_onnx): the EP compiles a graph into one opaque HTP block, so
-        intermediate tensors are observable only as graph outputs."""
-        from ..export.onnx_qdq import build_qdq_onnx
-        from ..graph import analyze
-        from ..prefix import prefix_model
+        """The named layers' outputs from the artifact itself with those tensors made graph
+        outputs (export.expose): the EP compiles the graph into one opaque HTP block, so an
+        intermediate tensor is observable only as a graph output, and a fault in the file
+        under test must show up here."""
+        from ..export.expose import onnx_with_outputs
 
         x_q = check_input(build, x_q, self._dtype(build))
         known = [layer.name for layer in build.analysis.model.layers]
-        result = {}
-        for name in layers:
-            if name not in known:
-                raise UsageError(f"layer {name!r}: not a layer of {build.name}; layers: {', '.join(known)}")
-            key = ("layer", str(build.folder.resolve()), name)
-
-            def make(name=name):
-                analysis = analyze(prefix_model(build.analysis.model, name))
-                proto = build_qdq_onnx(analysis, build.weights, build.qparams, build.qdq_dtype)
-                return self._session(proto.SerializeToString(), f"{build.name} up to layer {name}")
-
-            result[name] = self._run_batches(self._cached(key, make), x_q, [name])[name]
-        return result
+        unknown = [name for name in layers if name not in known]
+        if unknown:
+            raise UsageError(f"layer {unknown[0]!r}: not a layer of {build.name}; layers: {', '.join(known)}")
+        path = build.artifact("qdq_onnx")
+        names = list(layers)
+        key = ("layers", str(path.resolve()), path.stat().st_mtime_ns, tuple(names))
+        sess = self._cached(key, lambda: self._session(onnx_with_outputs(path.read_bytes(), names),
+                                                       f"{path.name} with {len(names)} layer outputs"))
+        return self._run_batches(sess, x_q, names)
 
     def run_float(self, build: BuiltModel, x: np.ndarray) -> np.ndarray | None:
         """The float model on the HTP in fp16 precision, or None when no SoC can be pinned."""

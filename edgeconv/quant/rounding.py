@@ -139,3 +139,29 @@ def requantize(acc, s_in, s_w, s_out, zp_out: int, qmin: int, qmax: int,
     else:
         raise ValueError(f"unknown rounding family {family!r}")
     return np.clip(scaled + zp_out, qmin, qmax)
+
+
+def fma_f32(x, y, z) -> np.ndarray:
+    """float32 fused multiply-add x·y + z with one rounding (half to even), as the FMA3
+    instruction computes it, for float32 x, y, z where x·y is exact in double (true when one
+    factor is an integer below 2^29, e.g. an 8-bit activation).
+
+    The double sum s = x·y + z may itself be rounded; its exact error e comes from Knuth's
+    two-sum, and the float32 result is corrected with the exact residual (s − r) + e, ties
+    going to the even neighbour.
+    """
+    p = np.asarray(x, np.float32).astype(np.float64) * np.asarray(y, np.float32).astype(np.float64)
+    z = np.asarray(z, np.float32).astype(np.float64)
+    s = p + z
+    bp = s - z
+    err = (p - bp) + (z - (s - bp))                 # s + err == p + z exactly
+    r = s.astype(np.float32)
+    residual = (s - r.astype(np.float64)) + err     # exact: |s − r| is a few double ulps of s
+    up = np.nextafter(r, np.float32(np.inf))
+    down = np.nextafter(r, np.float32(-np.inf))
+    half_up = (up.astype(np.float64) - r.astype(np.float64)) / 2
+    half_down = (r.astype(np.float64) - down.astype(np.float64)) / 2
+    r_even = (r.view(np.uint32) & 1) == 0
+    go_up = (residual > half_up) | ((residual == half_up) & ~r_even)
+    go_down = (residual < -half_down) | ((residual == -half_down) & ~r_even)
+    return np.where(go_up, up, np.where(go_down, down, r)).astype(np.float32)
