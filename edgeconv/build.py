@@ -97,6 +97,14 @@ def resolve_budgets(req: BuildRequest) -> Budgets:
     )
 
 
+def ram_model(target: Target | None):
+    """The mcu target's RAM is the TFLM arena (arena.py); elsewhere the activation liveness peak."""
+    if target is not None and target.backend == "mcu":
+        from .arena import predict_arena_bytes
+        return predict_arena_bytes
+    return None
+
+
 def target_limits(target: Target | None) -> TargetLimits:
     if target is None:
         return TargetLimits()
@@ -203,9 +211,10 @@ def run_build(req: BuildRequest) -> BuildResult:
         model = load_recipe(req.recipe)
         analysis = analyze(model)
     else:
-        the_plan = plan(req.input_spec, req.classes, budgets, target_limits(req.target), top=req.top)
+        the_plan = plan(req.input_spec, req.classes, budgets, target_limits(req.target), top=req.top,
+                        ram_model=ram_model(req.target))
         model, analysis = the_plan.model, the_plan.analysis
-    memory = estimate(analysis)
+    memory = estimate(analysis, ram_model(req.target))
     if req.weights_path:
         weights = load_weights(req.weights_path, analysis)
         digest = hashlib.sha256(Path(req.weights_path).read_bytes()).hexdigest()

@@ -77,9 +77,12 @@ def peak_activation_ram(analysis: Analysis, bytes_per_element: int = 1) -> tuple
     return peak * bytes_per_element, peak_layer
 
 
-def estimate(analysis: Analysis) -> MemoryEstimate:
+def estimate(analysis: Analysis, ram_model=None) -> MemoryEstimate:
+    """Predicted memory; `ram_model(analysis)` (e.g. the TFLM arena) replaces the liveness peak."""
     channels = _bias_count(analysis)
     peak, layer = peak_activation_ram(analysis)
+    if ram_model is not None:
+        peak = ram_model(analysis)
     return MemoryEstimate(
         weight_bytes=analysis.params - channels,
         bias_bytes=4 * channels,

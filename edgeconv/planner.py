@@ -16,8 +16,9 @@ this space, so the choice is deterministic and a larger budget never lowers the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Callable
 
 from . import shapes
 from .errors import InfeasibleError, UsageError
@@ -218,15 +219,34 @@ def _infeasible_message(input_spec: InputSpec, classes: int, budgets: Budgets, l
 
 
 def plan(input_spec: InputSpec, classes: int, budgets: Budgets,
-         limits: TargetLimits = TargetLimits(), top: int = 0) -> Plan:
+         limits: TargetLimits = TargetLimits(), top: int = 0,
+         ram_model: Callable[[Analysis], int] | None = None) -> Plan:
+    """The best plan under the budgets.
+
+    `ram_model` replaces the liveness peak with a runtime's own RAM model (the TFLM arena for
+    the mcu target). The liveness peak is a lower bound of any such model, so the search prunes
+    with it and the ranked candidates are then checked with `ram_model` in order.
+    """
     if classes < 1:
         raise UsageError(f"--classes: expected at least 1 class, got {classes}")
     if top < 0:
         raise UsageError(f"--top: expected N >= 0, got {top}")
     feasible = sorted(search(input_spec, classes, budgets, limits), key=Candidate.sort_key)
+    if ram_model is not None and budgets.ram_bytes is not None:
+        chosen = []
+        for c in feasible:
+            ram = ram_model(analyze(candidate_model(c, input_spec, classes)))
+            if ram <= budgets.ram_bytes:
+                chosen.append(replace(c, peak_ram=ram))
+                if len(chosen) > top:
+                    break
+        if not chosen and feasible:
+            raise InfeasibleError(f"no plan fits peak RAM <= {format_size(budgets.ram_bytes)} with the target's "
+                                  f"RAM model (the leanest candidate needs more); raise --ram")
+        feasible = chosen
     if not feasible:
         raise InfeasibleError(_infeasible_message(input_spec, classes, budgets, limits))
     best = feasible[0]
     model = candidate_model(best, input_spec, classes)
     analysis = analyze(model)
-    return Plan(model, analysis, estimate(analysis), best, budgets, tuple(feasible[1:1 + top]))
+    return Plan(model, analysis, estimate(analysis, ram_model), best, budgets, tuple(feasible[1:1 + top]))

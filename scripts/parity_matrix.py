@@ -1,7 +1,8 @@
 """The parity matrix: every target × every recipe and a 1MB planner output.
 
-Prints per cell the SQNR vs the float reference, the max LSB vs the target's golden reference,
-pass/fail, then the pairwise max LSB between targets and the wall time of each parity run.
+Prints per cell the SQNR vs the float reference, the max LSB vs the target's golden reference
+(at the output, or across rounding families at the logits of a softmax model; "out LSB" is the
+softmax output), pass/fail, then the pairwise max LSB between targets and the wall time of each parity run.
 
 Usage: python scripts/parity_matrix.py [--targets cpu,arm,npu,mcu] [--samples 32] [--skip-plan]
 """
@@ -31,7 +32,7 @@ def main() -> None:
     if not args.skip_plan:
         cases.append(("plan 1MB", BuildRequest(budget=1_000_000, ram=256_000)))
     header = f"{'model':<10} {'target':<6} {'golden':<15} {'SQNR dB':>8} {'top-1':>6} {'max LSB':>7} {'allowed':>7} " \
-             f"{'verdict':>7} {'run s':>7}"
+             f"{'out LSB':>7} {'verdict':>7} {'run s':>7}"
     print(f"parity matrix: {args.samples} synthetic samples per model (seed 0, not the calibration samples)")
     print(header)
     print("-" * len(header))
@@ -47,8 +48,9 @@ def main() -> None:
             for r in report.results:
                 top1 = r.float_stats["top1_agreement"]
                 print(f"{label:<10} {r.target:<6} {r.golden:<15} {r.float_stats['sqnr_db']:8.2f} "
-                      f"{'-' if top1 is None else f'{top1:.0%}':>6} {r.lsb_stats['max_lsb']:7d} "
-                      f"{r.checks[0].limit:7d} {'pass' if r.passed else 'FAIL':>7} {r.seconds:7.2f}")
+                      f"{'-' if top1 is None else f'{top1:.0%}':>6} {r.checks[0].value:7d} "
+                      f"{r.checks[0].limit:7d} {r.lsb_stats['max_lsb']:7d} {'pass' if r.passed else 'FAIL':>7} "
+                      f"{r.seconds:7.2f}")
                 if r.divergence:
                     print(f"{'':<10} first diverging layer: {r.divergence.layer} ({r.divergence.max_lsb} LSB)")
             for p in report.pairwise:

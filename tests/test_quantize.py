@@ -44,8 +44,8 @@ def test_activation_ranges_follow_the_op(quantized):
     for layer in analysis.model.layers:
         tq = qp.activations[layer.name]
         kind = getattr(layer, "activation", Activation.NONE)
-        if layer.op in ("max_pool", "avg_pool", "global_avg_pool"):
-            assert tq == qp.activations[layer.inputs[0]], layer.name
+        if layer.op in ("max_pool", "avg_pool"):
+            assert tq == qp.activations[layer.inputs[0]], layer.name  # TFLite's pooling kernels require it
         elif layer.op == "softmax":
             assert tq == TensorQuant((1.0 / 256.0,), (-128,))
         else:
@@ -154,3 +154,21 @@ def test_quantize_input_keeps_the_layout(quantized):
     assert q.shape == x.shape
     err = np.abs(dequantize(q, qp.activations[INPUT]) - x)
     assert err.max() <= qp.activations[INPUT].scale[0] / 2 * (1 + 1e-5)  # calibrated on the same distribution
+
+
+def test_global_average_pool_gets_its_own_range():
+    """MEAN requantizes, so its output uses its own (narrower) calibrated range."""
+    from edgeconv.graph import analyze
+    from edgeconv.ir import InputSpec
+    from edgeconv.planner import Budgets, plan
+    from edgeconv.quant.calibrate import calibrate, synthetic_calibration_set
+    from edgeconv.quant.quantize import quantize
+    from edgeconv.weights import init_weights
+
+    analysis = analyze(plan(InputSpec(32, 32, 3), 10, Budgets(16_000, 256_000)).model)
+    gap = next(layer for layer in analysis.model.layers if layer.op == "global_avg_pool")
+    weights = init_weights(analysis, 0)
+    cal = calibrate(analysis, weights, synthetic_calibration_set(analysis, 8, 0))
+    qp = quantize(analysis, weights, cal.ranges, cal.info)
+    assert qp.activations[gap.name] == activation_quant(*cal.ranges[gap.name])
+    assert qp.activations[gap.name].scale[0] < qp.activations[gap.inputs[0]].scale[0]

@@ -11,7 +11,10 @@ import xml.etree.ElementTree as ET
 from ..report import markdown_table, text_table
 from .run import ParityReport, TargetResult
 
-HEADERS = ("target", "golden", "max LSB", "allowed", "differing", "SQNR dB", "cosine", "top-1", "time s", "verdict")
+# "max LSB" is what the LSB check measured: the output, or across rounding families the logits
+# of a softmax model (then "out LSB" shows the softmax output for information)
+HEADERS = ("target", "golden", "max LSB", "allowed", "out LSB", "differing", "SQNR dB", "cosine", "top-1", "time s",
+           "verdict")
 
 
 def _num(value, fmt: str) -> str:
@@ -24,7 +27,8 @@ def _num(value, fmt: str) -> str:
 
 def _row(r: TargetResult) -> tuple[str, ...]:
     lsb = r.checks[0]
-    return (r.target, r.golden, str(r.lsb_stats["max_lsb"]), str(lsb.limit), f"{r.lsb_stats['share_differing']:.2%}",
+    return (r.target, r.golden, str(lsb.value), str(lsb.limit), str(r.lsb_stats["max_lsb"]),
+            f"{r.lsb_stats['share_differing']:.2%}",
             _num(r.float_stats["sqnr_db"], ".2f"), _num(r.float_stats["cosine"], ".5f"),
             _num(r.float_stats["top1_agreement"], ".1%"), f"{r.seconds:.2f}", "pass" if r.passed else "FAIL")
 
