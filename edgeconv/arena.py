@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .graph import Analysis
+from .shapes import same_pads
 from .ir import INPUT
 
 ALIGN = 16                    # TFLM aligns every arena allocation to 16 bytes
@@ -65,15 +66,6 @@ class TfliteGraph:
     n_constants: int
 
 
-def _same_pads(in_hw, kernel_hw, stride_hw) -> tuple[int, int, int, int]:
-    out = []
-    for size, k, s in zip(in_hw, kernel_hw, stride_hw):
-        total = max((-(-size // s) - 1) * s + k - size, 0)
-        out.append((total // 2, total - total // 2))
-    (top, bottom), (left, right) = out
-    return top, left, bottom, right
-
-
 def tflite_graph(analysis: Analysis) -> TfliteGraph:
     """The op sequence of the int8 .tflite (same expansion as export/tflite.py)."""
     spec = analysis.model.input
@@ -84,7 +76,7 @@ def tflite_graph(analysis: Analysis) -> TfliteGraph:
         src = tuple(layer.inputs)
         if info.op in ("conv2d", "depthwise_conv2d"):
             w, h, c = info.in_shape
-            same = _same_pads((h, w), (layer.kernel[1], layer.kernel[0]), (layer.stride[1], layer.stride[0]))
+            same = same_pads((h, w), (layer.kernel[1], layer.kernel[0]), (layer.stride[1], layer.stride[0]))
             if info.pads not in (same, (0, 0, 0, 0)):
                 top, left, bottom, right = info.pads
                 padded = f"{layer.name}.pad"

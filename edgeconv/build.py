@@ -18,7 +18,6 @@ from .memory import MemoryEstimate, estimate
 from .planner import OBJECTIVE, Budgets, Plan, TargetLimits, plan
 from .recipes import load_recipe, model_to_dict
 from .report import layer_rows, markdown_table, text_table, utilization
-from .sizes import format_size
 from .targets import Target
 from .weights import Weights, init_weights, load_weights
 

@@ -167,7 +167,6 @@ def bundle_files(build, target, x: np.ndarray, input_source: str) -> dict[str, b
     options = {k: v for k, v in target.options}
     if target.backend == "mcu":
         options["arena_bytes"] = _mcu_arena(options.get("arena"), target)
-    package = {"arm": "ai-edge-litert", "cpu": "onnxruntime", "npu": "onnxruntime-qnn", "mcu": "tflite-micro"}
     manifest = {
         "format": FORMAT,
         "kind": "edgeconv-bundle",

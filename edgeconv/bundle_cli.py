@@ -32,22 +32,13 @@ def bundle(folder, target, output_path, inputs_path, samples, seed, as_json):
 
     from .artifacts import load_build
     from .bundle import MANIFEST, bundle_files, tar_gz
-    from .errors import UsageError
     from .io import write_bytes_atomic
-    from .parity.run import parity_inputs
-    from .quant.calibrate import load_calibration
+    from .parity.run import comparison_inputs
     from .targets import load_target
 
     build = load_build(folder)
     tgt = load_target(target)
-    if inputs_path:
-        x = load_calibration(inputs_path, build.analysis, min_samples=1, what="inputs")
-        source = f"file {Path(inputs_path).name}"
-    else:
-        if samples < 1:
-            raise UsageError(f"--samples: expected a positive number of samples, got {samples}")
-        x = parity_inputs(build.analysis, samples, seed)
-        source = f"synthetic standard normal, seed {seed}, a stream apart from the calibration samples"
+    x, source = comparison_inputs(build, inputs_path, samples, seed, min_synthetic=1)
     files = bundle_files(build, tgt, x, source)
     data = tar_gz(files)
     write_bytes_atomic(Path(output_path), data)

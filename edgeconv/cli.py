@@ -298,20 +298,13 @@ def parity(folder, target_list, inputs_path, samples, seed, per_layer, as_json, 
 
     from .artifacts import load_build
     from .errors import CheckFailed
-    from .io import json_bytes, write_bytes_atomic
+    from .io import write_bytes_atomic
     from .parity.report import to_json, to_junit, to_markdown, to_text
-    from .parity.run import parity_inputs, run_parity
+    from .parity.run import comparison_inputs, run_parity
 
     build = load_build(folder)
     targets_ = _targets_option(target_list)
-    if inputs_path:
-        x = _float_inputs(inputs_path, build, "inputs")
-        source = f"file {Path(inputs_path).name}"
-    else:
-        if samples < 32:
-            raise UsageError(f"--samples: expected at least 32 synthetic samples, got {samples}")
-        x = parity_inputs(build.analysis, samples, seed)
-        source = f"synthetic standard normal, seed {seed}, a stream apart from the calibration samples"
+    x, source = comparison_inputs(build, inputs_path, samples, seed)
     report = run_parity(build, targets_, x, source, per_layer,
                         progress=None if as_json else lambda msg: click.echo(msg, err=True))
     if md_path:

@@ -74,6 +74,14 @@ def axis_geometry(size: int, kernel: int, stride: int, padding: str | int,
     return AxisGeometry(span // stride + 1, padding, padding)
 
 
+def same_pads(in_hw: tuple[int, int], kernel_hw: tuple[int, int],
+              stride_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """SAME padding as (top, left, bottom, right), from H, W ordered pairs."""
+    gh = axis_geometry(in_hw[0], kernel_hw[0], stride_hw[0], SAME)
+    gw = axis_geometry(in_hw[1], kernel_hw[1], stride_hw[1], SAME)
+    return gh.pad_begin, gw.pad_begin, gh.pad_end, gw.pad_end
+
+
 def conv_params(kw: int, kh: int, d1: int, k: int) -> int:
     """(F·F·D1)·K weights + K biases."""
     return kw * kh * d1 * k + k

@@ -28,7 +28,6 @@ exact for arm/cpu/mcu), and against float_reference.npy for SQNR and top-1 agree
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shlex
@@ -46,6 +45,7 @@ import numpy as np
 from .bundle import (FLOAT_REFERENCE, RUNNER, Bundle, expected_name, golden_for_kernels, open_bundle)
 from .errors import InputError, MissingRuntime, UsageError
 from .parity import metrics
+from .parity.report import fmt_number, json_number
 from .parity.policy import Check, lsb_check, sqnr_check, top1_check
 
 DEFAULT_TIMEOUT = 600.0
@@ -135,9 +135,9 @@ class ValidationReport:
             "passed": self.passed, "runtime": self.runtime, "kernels": self.kernels, "golden": self.golden,
             "machine": self.machine, "samples": self.samples, "note": self.note, "versions": self.versions,
             "timings": self.timings, "seconds": round(self.seconds, 3),
-            "vs_float": {k: _clean(v) for k, v in self.float_stats.items()},
+            "vs_float": {k: json_number(v) for k, v in self.float_stats.items()},
             "vs_golden": self.lsb_stats, "vs_other_goldens": self.other_goldens,
-            "checks": [{"name": c.name, "passed": c.passed, "value": _clean(c.value), "limit": c.limit,
+            "checks": [{"name": c.name, "passed": c.passed, "value": json_number(c.value), "limit": c.limit,
                         "message": c.message} for c in self.checks],
         }
 
@@ -148,15 +148,15 @@ class ValidationReport:
         if self.note:
             lines.append(f"  note: {self.note}")
         t = self.timings
-        lines.append(f"  device time: load {_fmt(t.get('load_s'), '.3f')} s, run {_fmt(t.get('total_s'), '.3f')} s "
-                     f"(median {_fmt(t.get('median_ms'), '.2f')} ms per sample); wall {self.seconds:.1f} s")
+        lines.append(f"  device time: load {fmt_number(t.get('load_s'), '.3f')} s, run {fmt_number(t.get('total_s'), '.3f')} s "
+                     f"(median {fmt_number(t.get('median_ms'), '.2f')} ms per sample); wall {self.seconds:.1f} s")
         lines.append(f"  vs {self.golden} golden: max {self.lsb_stats['max_lsb']} LSB, "
                      f"{self.lsb_stats['share_differing']:.2%} of elements differ")
         if self.other_goldens:
             lines.append("  vs the other kernel families: " + ", ".join(
                 f"{k} max {v} LSB" for k, v in self.other_goldens.items()))
         fs = self.float_stats
-        lines.append(f"  vs float reference: SQNR {_fmt(fs['sqnr_db'], '.2f')} dB, cosine {_fmt(fs['cosine'], '.5f')}"
+        lines.append(f"  vs float reference: SQNR {fmt_number(fs['sqnr_db'], '.2f')} dB, cosine {fmt_number(fs['cosine'], '.5f')}"
                      + (f", top-1 {fs['top1_agreement']:.1%}" if fs.get("top1_agreement") is not None else ""))
         for c in self.checks:
             lines.append(f"  {c.name}: {'ok' if c.passed else 'FAILED'}: {c.message}")
@@ -184,20 +184,6 @@ class ValidationReport:
         tree.getroot().append(suite)
         ET.indent(tree)
         return ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True) + b"\n"
-
-
-def _clean(value):
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value
-
-
-def _fmt(value, spec: str) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    return format(value, spec)
 
 
 # -- running on a device ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("flatbuffers")
 pytest.importorskip("ai_edge_litert")
 
+from edgeconv.shapes import same_pads
 from edgeconv.export.tflite_writer import TfliteOp, TfliteTensor, build_tflite  # noqa: E402
 from edgeconv.quant import int8_ops  # noqa: E402
 from edgeconv.quant.rounding import (  # noqa: E402
@@ -98,7 +99,7 @@ def conv_case(seed, stride=(1, 1), padding="SAME", activation="NONE", k=3, cin=3
     bias = rng.integers(-2000, 2000, size=cout).astype(np.int32)
     x = _rand_int8(rng, (1, hw[0], hw[1], cin))
     if padding == "SAME":
-        pads = int8_ops.same_pads(hw, (k, k), stride)
+        pads = same_pads(hw, (k, k), stride)
     else:
         pads = (0, 0, 0, 0)
     out_h = (hw[0] + pads[0] + pads[2] - k) // stride[0] + 1
@@ -131,7 +132,7 @@ def depthwise_case(seed, stride=(1, 1), padding="SAME", activation="RELU6", k=3,
     w = _rand_int8(rng, (1, k, k, c), -127, 127)
     bias = rng.integers(-1000, 1000, size=c).astype(np.int32)
     x = _rand_int8(rng, (1, hw[0], hw[1], c))
-    pads = int8_ops.same_pads(hw, (k, k), stride) if padding == "SAME" else (0, 0, 0, 0)
+    pads = same_pads(hw, (k, k), stride) if padding == "SAME" else (0, 0, 0, 0)
     out_h = (hw[0] + pads[0] + pads[2] - k) // stride[0] + 1
     out_w = (hw[1] + pads[1] + pads[3] - k) // stride[1] + 1
     tensors = [
@@ -182,7 +183,7 @@ def pool_case(seed, opcode, filter_hw=(2, 2), stride=(2, 2), padding="VALID", hw
     rng = np.random.default_rng(seed)
     s, zp = np.float32(0.05), int(rng.integers(-20, 20))
     x = _rand_int8(rng, (1, hw[0], hw[1], c))
-    pads = int8_ops.same_pads(hw, filter_hw, stride) if padding == "SAME" else (0, 0, 0, 0)
+    pads = same_pads(hw, filter_hw, stride) if padding == "SAME" else (0, 0, 0, 0)
     out_h = (hw[0] + pads[0] + pads[2] - filter_hw[0]) // stride[0] + 1
     out_w = (hw[1] + pads[1] + pads[3] - filter_hw[1]) // stride[1] + 1
     tensors = [_act("x", x.shape, s, zp), _act("y", (1, out_h, out_w, c), s, zp)]

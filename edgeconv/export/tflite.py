@@ -37,21 +37,12 @@ from ..graph import Analysis, LayerInfo
 from ..ir import INPUT, Activation, Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
 from ..quant.params import QuantParams, TensorQuant
 from ..weights import Weights
+from ..shapes import same_pads
 from .tflite_writer import TfliteOp, TfliteTensor, build_tflite
 
 __all__ = ["build_int8_tflite", "build_float_tflite", "tflite_padding", "same_pads", "tensor_shape"]
 
 _ACT = {Activation.NONE: "NONE", Activation.RELU: "RELU", Activation.RELU6: "RELU6"}
-
-
-def same_pads(in_hw: tuple[int, int], kernel_hw: tuple[int, int], stride_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    """TFLite SAME padding (top, left, bottom, right): the odd pixel goes bottom/right."""
-    out = []
-    for size, k, s in zip(in_hw, kernel_hw, stride_hw):
-        total = max((-(-size // s) - 1) * s + k - size, 0)
-        out.append((total // 2, total - total // 2))
-    (top, bottom), (left, right) = out
-    return top, left, bottom, right
 
 
 def tflite_padding(info: LayerInfo, kernel_wh: tuple[int, int], stride_wh: tuple[int, int]) -> str:

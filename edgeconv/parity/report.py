@@ -17,7 +17,8 @@ HEADERS = ("target", "golden", "max LSB", "allowed", "out LSB", "differing", "SQ
            "verdict")
 
 
-def _num(value, fmt: str) -> str:
+def fmt_number(value, fmt: str) -> str:
+    """A metric for a table: '-' when absent, 'inf' for an exact match's SQNR."""
     if value is None:
         return "-"
     if isinstance(value, float) and math.isinf(value):
@@ -29,8 +30,8 @@ def _row(r: TargetResult) -> tuple[str, ...]:
     lsb = r.checks[0]
     return (r.target, r.golden, str(lsb.value), str(lsb.limit), str(r.lsb_stats["max_lsb"]),
             f"{r.lsb_stats['share_differing']:.2%}",
-            _num(r.float_stats["sqnr_db"], ".2f"), _num(r.float_stats["cosine"], ".5f"),
-            _num(r.float_stats["top1_agreement"], ".1%"), f"{r.seconds:.2f}", "pass" if r.passed else "FAIL")
+            fmt_number(r.float_stats["sqnr_db"], ".2f"), fmt_number(r.float_stats["cosine"], ".5f"),
+            fmt_number(r.float_stats["top1_agreement"], ".1%"), f"{r.seconds:.2f}", "pass" if r.passed else "FAIL")
 
 
 def _divergence_lines(r: TargetResult) -> list[str]:
@@ -60,7 +61,8 @@ def to_text(report: ParityReport) -> str:
     return "\n".join(lines)
 
 
-def _clean(value):
+def json_number(value):
+    """JSON has no infinity: an infinite SQNR (identical outputs) is written as a string."""
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
     return value
@@ -73,9 +75,9 @@ def to_json(report: ParityReport) -> dict:
         "targets": [{
             "target": r.target, "golden": r.golden, "activation_dtype": r.activation_dtype, "passed": r.passed,
             "seconds": round(r.seconds, 3),
-            "vs_float": {k: _clean(v) for k, v in r.float_stats.items()},
+            "vs_float": {k: json_number(v) for k, v in r.float_stats.items()},
             "vs_golden": r.lsb_stats,
-            "checks": [{"name": c.name, "passed": c.passed, "value": _clean(c.value), "limit": c.limit,
+            "checks": [{"name": c.name, "passed": c.passed, "value": json_number(c.value), "limit": c.limit,
                         "message": c.message} for c in r.checks],
             "first_diverging_layer": None if r.divergence is None else {
                 "layer": r.divergence.layer, "op": r.divergence.op, "max_lsb": r.divergence.max_lsb,

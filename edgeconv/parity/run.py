@@ -67,6 +67,24 @@ def parity_inputs(analysis, n: int, seed: int) -> np.ndarray:
     return rng.standard_normal((n, m.height, m.width, m.channels)).astype(np.float32)
 
 
+def comparison_inputs(build: BuiltModel, inputs_path: str | None, samples: int, seed: int,
+                      min_synthetic: int = 32) -> tuple[np.ndarray, str]:
+    """The float inputs of a comparison and where they come from: the user's file, or the
+    seeded synthetic set (at least `min_synthetic` samples)."""
+    from pathlib import Path
+
+    from ..errors import UsageError
+    from ..quant.calibrate import load_calibration
+
+    if inputs_path:
+        x = load_calibration(inputs_path, build.analysis, min_samples=1, what="inputs")
+        return x, f"file {Path(inputs_path).name}"
+    if samples < min_synthetic:
+        raise UsageError(f"--samples: expected at least {min_synthetic} synthetic samples, got {samples}")
+    return (parity_inputs(build.analysis, samples, seed),
+            f"synthetic standard normal, seed {seed}, a stream apart from the calibration samples")
+
+
 def target_dtype(build: BuiltModel, target: Target) -> str:
     return build.qdq_dtype if target.artifact == "qdq_onnx" else "int8"
 

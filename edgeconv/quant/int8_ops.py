@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+
 from edgeconv.quant.rounding import (
     INT32_MAX,
     INT32_MIN,
@@ -138,17 +139,6 @@ def _ties(kernel: str) -> str:
     if kernel == "optimized":
         return "up"
     raise ValueError(f"unknown kernel {kernel!r}")
-
-
-def same_pads(in_hw, kernel_hw, stride) -> tuple[int, int, int, int]:
-    """TFLite SAME padding as (top, left, bottom, right); the extra pixel goes bottom/right."""
-    pads = []
-    for size, k, s in zip(in_hw, kernel_hw, stride):
-        out = -(-size // s)
-        total = max((out - 1) * s + k - size, 0)
-        pads.append((total // 2, total - total // 2))
-    (top, bottom), (left, right) = pads
-    return top, left, bottom, right
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..graph import Analysis
-from ..ir import INPUT, Activation, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
+from ..ir import INPUT, Activation, AvgPool, Conv2d, Dense, DepthwiseConv2d, MaxPool, Softmax
 from ..weights import Weights
 from .params import QuantParams, TensorQuant
 
