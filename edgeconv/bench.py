@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from .artifacts import ARTIFACT_FILES, BuiltModel
+from .artifacts import BuiltModel
 from .backends import get_backend, require
 from .memory import estimate
 from .parity.run import target_dtype
@@ -83,4 +83,3 @@ def _predicted_ram(build: BuiltModel, target: Target) -> int:
     return estimate(build.analysis).peak_ram_bytes
 
 
-ARTIFACTS = ARTIFACT_FILES

@@ -203,13 +203,17 @@ def qdq_activation_dtype(target: Target | None) -> str:
     return "uint8"
 
 
-def run_build(req: BuildRequest) -> BuildResult:
+def run_build(req: BuildRequest, progress=None) -> BuildResult:
+    """Plan or load, quantize, export and write; `progress(message)` hears about each stage."""
+    say = progress or (lambda message: None)
     budgets = resolve_budgets(req)
     the_plan = None
     if req.recipe:
         model = load_recipe(req.recipe)
         analysis = analyze(model)
     else:
+        say(f"planning under {budgets.model_bytes:,} B model, "
+            f"{budgets.ram_bytes:,} B RAM" if budgets.ram_bytes else f"planning under {budgets.model_bytes:,} B")
         the_plan = plan(req.input_spec, req.classes, budgets, target_limits(req.target), top=req.top,
                         ram_model=ram_model(req.target))
         model, analysis = the_plan.model, the_plan.analysis
@@ -238,7 +242,9 @@ def run_build(req: BuildRequest) -> BuildResult:
     from .export.onnx_qdq import build_qdq_onnx
     from .export.tflite import build_float_tflite, build_int8_tflite
 
+    say(f"calibrating ({req.calib_method}) and quantizing {model.name}: {analysis.macs:,} MACs per sample")
     qparams = _quantize(req, analysis, weights)
+    say("exporting float ONNX, int8 QDQ ONNX, int8 and float TFLite")
     result.calibration = dict(qparams.calibration)
     qdq_dtype = qdq_activation_dtype(req.target)
     result.files["model.onnx"] = serialize(build_float_onnx(analysis, weights))
@@ -255,8 +261,8 @@ def run_build(req: BuildRequest) -> BuildResult:
                  **qparams.to_json()}
     result.files["quant.json"] = json_bytes(quant_doc)
     result.files["weights.npz"] = npz_bytes(weights)
-    result.files["plan.json"] = b""  # placeholder keeps the file order; filled below
-    result.files["report.md"] = b""
+    # plan.json and report.md list every file written, themselves included
+    result.files.update({"plan.json": b"", "report.md": b""})
     plan_doc = {
         "edgeconv_version": __version__,
         "summary": {k: v for k, v in result.summary().items() if k != "files"},

@@ -180,7 +180,7 @@ def build(budget, ram, macs, input_shape, classes, target, recipe, weights_path,
             parts.append(f"RAM {ram} = {req.ram:,} B")
         if parts:
             click.echo("; ".join(parts))
-    result = run_build(req)
+    result = run_build(req, progress=None if as_json else lambda message: click.echo(message, err=True))
     if as_json:
         _emit_json(result.summary())
     else:

@@ -140,8 +140,8 @@ def search(input_spec: InputSpec, classes: int, budgets: Budgets | None,
     """Every candidate that meets the budgets (all candidates when budgets is None)."""
     found: list[Candidate] = []
     stem_stride = 2 if max(input_spec.width, input_spec.height) > 64 else 1
-    if not limits.allows_stride(stem_stride) or not limits.allows_stride(2) and True:
-        stem_stride = 1 if limits.allows_stride(1) else stem_stride
+    if not limits.allows_stride(stem_stride):
+        stem_stride = 1  # a target without stride 2 keeps the stem at full resolution
     heads = [h for h in ("gap", "flatten") if h == "flatten" or limits.allows_op("global_avg_pool")]
     b = budgets or Budgets(model_bytes=10**18)
 
