@@ -19,9 +19,11 @@ def invoke(*args):
 
 
 def assert_one_line_error(result, code=2):
+    """Exit code, and the error as one line, last on stderr (after any progress lines)."""
     assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("edgeconv: error: "), result.stderr
+    errors = [line for line in lines if line.startswith("edgeconv: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
     assert "Traceback" not in result.output + result.stderr
 
 
