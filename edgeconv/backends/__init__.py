@@ -46,6 +46,26 @@ class Backend(Protocol):
         """Run the float artifact on float inputs, or None when the target has none."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (runtimes raise multi-line C++ errors)."""
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0].strip()
+
+
+def import_problem(target: Target, module: str) -> str | None:
+    """None when the target's runtime is installed and `module` imports, else why not (with the
+    pip hint): the availability check every backend shares."""
+    reason = target.missing_runtime()
+    if reason:
+        return reason
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        return (f"target {target.name}: {module} is installed but does not import ({first_line(err)}); "
+                f"reinstall it with: pip install 'edgeconv[{target.extra}]'")
+    return None
+
+
 def get_backend(target: Target) -> Backend:
     if target.backend not in REGISTRY:
         raise UsageError(f"target {target.name}: backend {target.backend!r} unknown; backends: {', '.join(REGISTRY)}")

@@ -33,14 +33,9 @@ from ..artifacts import BuiltModel
 from ..errors import InputError, UsageError
 from ..ir import INPUT
 from ..targets import Target
-from . import check_input
+from . import check_input, first_line, import_problem
 
 RESOLVERS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0].strip()
 
 
 def _to_nhwc(value: np.ndarray) -> np.ndarray:
@@ -63,15 +58,7 @@ class ArmBackend:
         self._interpreters: dict[tuple, Any] = {}
 
     def unavailable(self) -> str | None:
-        reason = self.target.missing_runtime()
-        if reason:
-            return reason
-        try:
-            import ai_edge_litert.interpreter  # noqa: F401
-        except ImportError as err:
-            return (f"target {self.target.name}: ai-edge-litert is installed but does not import "
-                    f"({_first_line(err)}); reinstall it with: pip install 'edgeconv[{self.target.extra}]'")
-        return None
+        return import_problem(self.target, "ai_edge_litert.interpreter")
 
     # -- interpreters --------------------------------------------------------------------------
 
@@ -79,7 +66,7 @@ class ArmBackend:
         try:
             from ai_edge_litert.interpreter import Interpreter, OpResolverType
         except ImportError as err:
-            raise InputError(f"target {self.target.name}: ai-edge-litert does not import ({_first_line(err)}); "
+            raise InputError(f"target {self.target.name}: ai-edge-litert does not import ({first_line(err)}); "
                              f"install it with: pip install 'edgeconv[{self.target.extra}]'") from None
         resolver = getattr(OpResolverType, RESOLVERS[self.kernels])
         try:
@@ -88,11 +75,11 @@ class ArmBackend:
                 it = Interpreter(model_path=path, model_content=content, num_threads=self.num_threads,
                                  experimental_op_resolver_type=resolver, experimental_preserve_all_tensors=preserve)
         except Exception as err:  # ValueError for a file that is not a TFLite flatbuffer
-            raise InputError(f"{what}: LiteRT cannot load it ({_first_line(err)})") from None
+            raise InputError(f"{what}: LiteRT cannot load it ({first_line(err)})") from None
         try:
             it.allocate_tensors()
         except Exception as err:  # RuntimeError naming the op a kernel rejected
-            raise InputError(f"{what}: LiteRT ({self.kernels} kernels) cannot prepare it ({_first_line(err)})") from None
+            raise InputError(f"{what}: LiteRT ({self.kernels} kernels) cannot prepare it ({first_line(err)})") from None
         return it
 
     def interpreter_for_file(self, path: Path, preserve: bool = False):
@@ -100,7 +87,7 @@ class ArmBackend:
         try:
             key = ("file", str(path.resolve()), preserve, path.stat().st_mtime_ns)
         except OSError as err:
-            raise InputError(f"{path}: unreadable ({_first_line(err)})") from None
+            raise InputError(f"{path}: unreadable ({first_line(err)})") from None
         if key not in self._interpreters:
             self._interpreters = {k: v for k, v in self._interpreters.items() if k[:3] != key[:3]}
             self._interpreters[key] = self._new_interpreter(str(path), preserve, path=str(path))
@@ -144,7 +131,7 @@ class ArmBackend:
                 for slot, read in zip(outs, reads):
                     slot.append(_to_nhwc(np.array(it.get_tensor(read))))
             except (RuntimeError, ValueError) as err:
-                raise InputError(f"{what}: LiteRT failed to run it ({_first_line(err)})") from None
+                raise InputError(f"{what}: LiteRT failed to run it ({first_line(err)})") from None
         return [np.concatenate(slot) for slot in outs]
 
     def run(self, build: BuiltModel, x_q: np.ndarray) -> np.ndarray:

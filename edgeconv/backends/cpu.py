@@ -42,16 +42,11 @@ from ..artifacts import BuiltModel
 from ..errors import InputError, UsageError
 from ..ir import INPUT
 from ..targets import Target
-from . import check_input
+from . import check_input, first_line, import_problem
 
 OPTIMIZATION_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED",
                        "basic": "ORT_ENABLE_BASIC", "disabled": "ORT_DISABLE_ALL"}
 _ONNX_DTYPES = {"tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(float)": "float32"}
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0].strip()
 
 
 def _to_nhwc(value: np.ndarray) -> np.ndarray:
@@ -69,21 +64,13 @@ class CpuBackend:
     # -- availability and options -------------------------------------------------------------
 
     def unavailable(self) -> str | None:
-        reason = self.target.missing_runtime()
-        if reason:
-            return reason
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as err:
-            return (f"target {self.target.name}: onnxruntime is installed but does not import "
-                    f"({_first_line(err)}); reinstall it with: pip install 'edgeconv[{self.target.extra}]'")
-        return None
+        return import_problem(self.target, "onnxruntime")
 
     def _ort(self):
         try:
             import onnxruntime
         except ImportError as err:
-            raise InputError(f"target {self.target.name}: onnxruntime does not import ({_first_line(err)}); "
+            raise InputError(f"target {self.target.name}: onnxruntime does not import ({first_line(err)}); "
                              f"install it with: pip install 'edgeconv[{self.target.extra}]'") from None
         return onnxruntime
 
@@ -118,14 +105,14 @@ class CpuBackend:
         try:
             return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         except Exception as err:  # ORT raises its pybind11 exceptions (InvalidProtobuf, Fail, ...)
-            raise InputError(f"{what}: ONNX Runtime cannot load it ({_first_line(err)})") from None
+            raise InputError(f"{what}: ONNX Runtime cannot load it ({first_line(err)})") from None
 
     def session_for_file(self, path: Path):
         path = Path(path)
         try:
             key = ("file", str(path.resolve()), path.stat().st_mtime_ns)
         except OSError as err:
-            raise InputError(f"{path}: unreadable ({_first_line(err)})") from None
+            raise InputError(f"{path}: unreadable ({first_line(err)})") from None
         if key not in self._sessions:
             self._sessions = {k: v for k, v in self._sessions.items() if k[:2] != key[:2]}  # drop stale mtimes
             self._sessions[key] = self._new_session(str(path), str(path))
@@ -158,7 +145,7 @@ class CpuBackend:
             try:
                 values = sess.run(names, feed)
             except Exception as err:
-                raise InputError(f"ONNX Runtime failed to run the model ({_first_line(err)})") from None
+                raise InputError(f"ONNX Runtime failed to run the model ({first_line(err)})") from None
             for slot, value in zip(outs, values):
                 slot.append(_to_nhwc(np.asarray(value)))
         return [np.concatenate(slot) for slot in outs]
