@@ -13,12 +13,13 @@ target is used, so importing edgeconv imports no runtime. Conventions shared by 
 from __future__ import annotations
 
 import importlib
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
 from ..artifacts import BuiltModel
 from ..errors import MissingRuntime, UsageError
+from ..ir import INPUT
 from ..targets import Target
 
 REGISTRY = {
@@ -64,6 +65,23 @@ def import_problem(target: Target, module: str) -> str | None:
         return (f"target {target.name}: {module} is installed but does not import ({first_line(err)}); "
                 f"reinstall it with: pip install 'edgeconv[{target.extra}]'")
     return None
+
+
+def layer_outputs(build: BuiltModel, x_q: np.ndarray, layers: Sequence[str],
+                  run_exposed: Callable[[list[str]], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """What every run_layers shares: check the names, pass "input" through, and get the other
+    tensors from `run_exposed(names)`, which runs the artifact under test with those tensors
+    made graph outputs (export.expose), so a fault in the file shows up."""
+    known = [layer.name for layer in build.analysis.model.layers]
+    wanted = list(dict.fromkeys(layers))
+    unknown = [name for name in wanted if name != INPUT and name not in known]
+    if unknown:
+        raise UsageError(f"layer {unknown[0]!r}: not a layer of {build.name} (layers: {', '.join(known)})")
+    result = {INPUT: x_q.copy()} if INPUT in wanted else {}
+    names = [name for name in wanted if name != INPUT]
+    if names:
+        result.update(run_exposed(names))
+    return {name: result[name] for name in layers}
 
 
 def get_backend(target: Target) -> Backend:

@@ -31,9 +31,8 @@ import numpy as np
 
 from ..artifacts import BuiltModel
 from ..errors import InputError, UsageError
-from ..ir import INPUT
 from ..targets import Target
-from . import check_input, first_line, import_problem
+from . import check_input, first_line, import_problem, layer_outputs
 
 RESOLVERS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
 
@@ -141,29 +140,19 @@ class ArmBackend:
 
     def run_layers(self, build: BuiltModel, x_q: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
         x_q = check_input(build, x_q, "int8")
-        known = [layer.name for layer in build.analysis.model.layers]
-        wanted = list(dict.fromkeys(layers))
-        for name in wanted:
-            if name != INPUT and name not in known:
-                raise UsageError(f"layer {name!r}: not a layer of {build.name} (layers: {', '.join(known)})")
-        result: dict[str, np.ndarray] = {}
-        if INPUT in wanted:
-            result[INPUT] = x_q.copy()
-        names = [n for n in wanted if n != INPUT]
-        if names and self.kernels != "xnnpack":
-            path = build.artifact("int8_tflite")
-            it = self.interpreter_for_file(path, preserve=True)
-            result.update(zip(names, self._run(it, path, x_q, names)))
-        elif names:
-            # XNNPACK reuses intermediate buffers: run the artifact itself with those tensors made
-            # graph outputs (export.expose), so a fault in the file under test shows up here
+        path = build.artifact("int8_tflite")
+
+        def run_exposed(names: list[str]) -> dict[str, np.ndarray]:
+            if self.kernels != "xnnpack":  # builtin kernels keep every tensor on request
+                return dict(zip(names, self._run(self.interpreter_for_file(path, preserve=True), path, x_q, names)))
+            # XNNPACK reuses intermediate buffers: the tensors must be graph outputs
             from ..export.expose import tflite_with_outputs
 
-            path = build.artifact("int8_tflite")
-            content = tflite_with_outputs(path.read_bytes(), names)
             what = f"{path} with {len(names)} layer outputs"
-            result.update(zip(names, self._run(self.interpreter_for_bytes(content, what), what, x_q, names)))
-        return {name: result[name] for name in layers}
+            it = self.interpreter_for_bytes(tflite_with_outputs(path.read_bytes(), names), what)
+            return dict(zip(names, self._run(it, what, x_q, names)))
+
+        return layer_outputs(build, x_q, layers, run_exposed)
 
     def run_float(self, build: BuiltModel, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)

@@ -42,7 +42,7 @@ from ..artifacts import BuiltModel
 from ..errors import InputError, UsageError
 from ..ir import INPUT
 from ..targets import Target
-from . import check_input, first_line, import_problem
+from . import check_input, first_line, import_problem, layer_outputs
 
 OPTIMIZATION_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED",
                        "basic": "ORT_ENABLE_BASIC", "disabled": "ORT_DISABLE_ALL"}
@@ -163,26 +163,16 @@ class CpuBackend:
 
     def run_layers(self, build: BuiltModel, x_q: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
         x_q = check_input(build, x_q, build.qdq_dtype)
-        known = [layer.name for layer in build.analysis.model.layers]
-        wanted = list(dict.fromkeys(layers))
-        for name in wanted:
-            if name != INPUT and name not in known:
-                raise UsageError(f"layer {name!r}: not a layer of {build.name} (layers: {', '.join(known)})")
-        result: dict[str, np.ndarray] = {}
-        if INPUT in wanted:
-            result[INPUT] = x_q.copy()
-        names = [n for n in wanted if n != INPUT]
-        if names:
-            # the artifact itself with those tensors as graph outputs (export.expose), so that a
-            # fault in the file under test shows up; ORT keeps the same fused kernels
-            from ..export.expose import onnx_with_outputs
+        path = build.artifact("qdq_onnx")
 
-            path = build.artifact("qdq_onnx")
+        def run_exposed(names: list[str]) -> dict[str, np.ndarray]:
+            from ..export.expose import onnx_with_outputs  # ORT keeps the same fused kernels
+
             sess = self.session_for_bytes(onnx_with_outputs(path.read_bytes(), names),
                                           f"{path} with {len(names)} layer outputs")
-            for name, value in zip(names, self._run(sess, x_q, names)):
-                result[name] = value
-        return {name: result[name] for name in layers}
+            return dict(zip(names, self._run(sess, x_q, names)))
+
+        return layer_outputs(build, x_q, layers, run_exposed)
 
     def run_float(self, build: BuiltModel, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)

@@ -28,7 +28,7 @@ from ..artifacts import BuiltModel
 from ..errors import InputError, UsageError
 from ..sizes import parse_size
 from ..targets import Target
-from . import check_input
+from . import check_input, layer_outputs
 
 ALIGN = 16
 _TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
@@ -201,15 +201,14 @@ class McuBackend:
         from ..export.expose import tflite_with_outputs
 
         x_q = check_input(build, x_q, "int8")
-        known = [layer.name for layer in build.analysis.model.layers]
-        unknown = [name for name in layers if name not in known]
-        if unknown:
-            raise UsageError(f"layer {unknown[0]!r}: not a layer of {build.name}; layers: {', '.join(known)}")
         path = build.artifact("int8_tflite")
-        names = list(dict.fromkeys(layers))
-        content = tflite_with_outputs(path.read_bytes(), names)
-        outs = self._run_model(content, f"{path.name} with {len(names)} layer outputs", x_q, len(names))
-        return dict(zip(names, outs))
+
+        def run_exposed(names: list[str]) -> dict[str, np.ndarray]:
+            content = tflite_with_outputs(path.read_bytes(), names)
+            return dict(zip(names, self._run_model(content, f"{path.name} with {len(names)} layer outputs", x_q,
+                                                   len(names))))
+
+        return layer_outputs(build, x_q, layers, run_exposed)
 
     def run_float(self, build: BuiltModel, x: np.ndarray) -> None:
         """None: the TFLM target runs the int8 model only (no float kernels are pinned for it)."""

@@ -35,10 +35,10 @@ from typing import Sequence
 import numpy as np
 
 from ..artifacts import BuiltModel
-from ..errors import InputError, UsageError
+from ..errors import InputError
 from ..ir import INPUT
 from ..targets import Target
-from . import check_input
+from . import check_input, layer_outputs
 
 EP_NAME = "QNNExecutionProvider"
 # QNN SoC model ids of a reference SoC per HTP architecture (SM8350, SM8450, SM8550, SM8650, SM8750)
@@ -214,28 +214,21 @@ class NpuBackend:
         from ..export.expose import onnx_with_outputs
 
         x_q = check_input(build, x_q, self._dtype(build))
-        known = [layer.name for layer in build.analysis.model.layers]
-        unknown = [name for name in layers if name not in known]
-        if unknown:
-            raise UsageError(f"layer {unknown[0]!r}: not a layer of {build.name}; layers: {', '.join(known)}")
         path = build.artifact("qdq_onnx")
-        names = list(layers)
-        key = ("layers", str(path.resolve()), path.stat().st_mtime_ns, tuple(names))
-        sess = self._cached(key, lambda: self._session(onnx_with_outputs(path.read_bytes(), names),
-                                                       f"{path.name} with {len(names)} layer outputs"))
-        return self._run_batches(sess, x_q, names)
+
+        def run_exposed(names: list[str]) -> dict[str, np.ndarray]:
+            key = ("layers", str(path.resolve()), path.stat().st_mtime_ns, tuple(names))
+            sess = self._cached(key, lambda: self._session(onnx_with_outputs(path.read_bytes(), names),
+                                                           f"{path.name} with {len(names)} layer outputs"))
+            return self._run_batches(sess, x_q, names)
+
+        return layer_outputs(build, x_q, layers, run_exposed)
 
     def run_float(self, build: BuiltModel, x: np.ndarray) -> np.ndarray | None:
         """The float model on the HTP in fp16 precision, or None when no SoC can be pinned."""
         if not self.provider_options(float_model=True):
             return None
-        x = np.asarray(x, np.float32)
-        if x.ndim == 3:
-            x = x[None]
-        m = build.analysis.model.input
-        if x.ndim != 4 or tuple(x.shape[1:]) != (m.height, m.width, m.channels):
-            raise UsageError(f"input: expected shape (N, {m.height}, {m.width}, {m.channels}) (NHWC of "
-                             f"{m.width}x{m.height}x{m.channels}), got {tuple(x.shape)}")
+        x = check_input(build, np.asarray(x, np.float32), "float32")
         path = build.artifact("float_onnx")
         sess = self._cached(("float", str(path.resolve()), path.stat().st_mtime_ns),
                             lambda: self._session(path.read_bytes(), path.name, float_model=True))
