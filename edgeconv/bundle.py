@@ -105,7 +105,7 @@ def runner_source() -> bytes:
 def bundle_files(build, target, x: np.ndarray, input_source: str) -> dict[str, bytes]:
     """Every member of the bundle of `build` for `target`, on float inputs x (N x H x W x C)."""
     from . import __version__, reference
-    from .parity.policy import allowed_lsb, golden_runtime, requantizing_layers
+    from .parity.policy import allowed_lsb, golden_runtime, requantizing_layers, splits_softmax_head
     from .parity.run import _is_classifier, target_dtype
     from .quant.golden import run_int8
     from .quant.quantize import quantize_input
@@ -129,7 +129,7 @@ def bundle_files(build, target, x: np.ndarray, input_source: str) -> dict[str, b
     # across rounding families a softmax head is judged on the device's own logits (see
     # parity.policy), so the bundled artifact also outputs the logits: the build's artifact
     # with one more graph output (export.expose), its own hash recorded in the manifest
-    split_head = target.tolerance.lsb_policy == "cross_family" and build.analysis.layers[-1].op == "softmax"
+    split_head = splits_softmax_head(build.analysis, target.tolerance.lsb_policy)
     logits = build.analysis.layers[-1].inputs[0] if split_head else None
     if split_head:
         from .export.expose import onnx_with_outputs, tflite_with_outputs

@@ -46,7 +46,8 @@ from .bundle import (FLOAT_REFERENCE, RUNNER, Bundle, expected_name, golden_for_
 from .errors import InputError, MissingRuntime, UsageError
 from .parity import metrics
 from .parity.report import fmt_number, json_number
-from .parity.policy import Check, lsb_check, sqnr_check, top1_check
+from .parity.policy import Check, lsb_check, softmax_head_checks, sqnr_check, top1_check
+from .quant.params import TensorQuant
 
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -364,35 +365,6 @@ def _load_extra(out: Path, device: Device, file: str) -> np.ndarray:
         raise InputError(f"device {device}: unreadable {file} ({err})") from None
 
 
-def _head_checks(bundle: Bundle, golden: str, got_out: np.ndarray, logits: np.ndarray, target: str,
-                 overall_lsb: int) -> list:
-    """Across families: the LSB bound at the logits, and the softmax on the device's own logits."""
-    from .graph import LayerInfo
-    from .ir import Softmax
-    from .quant.golden import run_layer
-    from .quant.params import QuantParams, TensorQuant
-    from .quant.quantize import SOFTMAX_QUANT
-
-    head = bundle.tolerance["head"]
-    want_logits = bundle.array(expected_name(golden, head["logits"]))
-    got_logits = _int8(np.asarray(logits)).reshape(want_logits.shape)
-    logit_stats = metrics.lsb_stats(want_logits, got_logits)
-    lsb = lsb_check(target, logit_stats["max_lsb"], int(head["allowed_lsb"]),
-                    f"{golden} golden reference at the logits ({head['logits']})")
-    name = bundle.manifest["output"]["name"]
-    shape = tuple(bundle.manifest["output"]["shape"])
-    logits_tq = TensorQuant(tuple(head["logits_scale"]), tuple(head["logits_zero_point_int8"]))
-    qparams = QuantParams(activations={head["logits"]: logits_tq, name: SOFTMAX_QUANT})
-    layer = Softmax(name=name, inputs=(head["logits"],))
-    info = LayerInfo(name, "softmax", (head["logits"],), shape, shape, 0, 0)
-    head_want = run_layer(layer, info, [got_logits], qparams, golden)
-    head_lsb = metrics.lsb_stats(head_want.reshape(got_out.shape), got_out)["max_lsb"]
-    allowed = int(head["head_lsb"])
-    return [lsb, Check(target, "softmax_head", head_lsb <= allowed, head_lsb, allowed,
-                       f"softmax on the device's own logits: max {head_lsb} LSB vs the {golden} softmax "
-                       f"(allowed {allowed}); {overall_lsb} LSB at the output overall")]
-
-
 def _int8(q: np.ndarray) -> np.ndarray:
     if q.dtype == np.uint8:
         return (q.astype(np.int16) - 128).astype(np.int8)
@@ -428,7 +400,11 @@ def judge(bundle: Bundle, result: dict, outputs: np.ndarray, device: Device, not
     classifier = bool(tol.get("classifier"))
     fstats = metrics.float_stats(ref, y.reshape(ref.shape), classifier)
     if tol.get("head"):
-        checks = _head_checks(bundle, golden, got, extra[tol["head"]["logits"]], target, lstats["max_lsb"])
+        head = tol["head"]
+        logits_tq = TensorQuant(tuple(head["logits_scale"]), tuple(head["logits_zero_point_int8"]))
+        checks = softmax_head_checks(target, golden, head["logits"], bundle.array(expected_name(golden, head["logits"])),
+                                     _int8(np.asarray(extra[head["logits"]])), logits_tq, got, m["output"]["name"],
+                                     int(head["allowed_lsb"]), int(head["head_lsb"]), lstats["max_lsb"])
     else:
         checks = [lsb_check(target, lstats["max_lsb"], int(tol["allowed_lsb"]), f"{golden} golden reference")]
     checks.append(sqnr_check(target, fstats["sqnr_db"], float(tol["min_sqnr_db"])))

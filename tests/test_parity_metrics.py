@@ -73,3 +73,25 @@ def test_golden_per_target():
     assert golden_runtime("mcu", "tflite") == "tflm"
     assert golden_runtime("arm", "fp32", "xnnpack") == "litert_xnnpack"
     assert golden_runtime("arm", "tflite", "reference") == "litert_ref"
+
+
+def test_softmax_head_checks_bound_the_logits_and_the_head_separately():
+    from edgeconv.parity.policy import softmax_head_checks
+    from edgeconv.quant.golden import ort_softmax
+    from edgeconv.quant.params import TensorQuant
+
+    rng = np.random.default_rng(0)
+    want_logits = rng.integers(-100, 100, (4, 1, 1, 10)).astype(np.int8)
+    got_logits = (want_logits.astype(int) + rng.integers(-2, 3, want_logits.shape)).astype(np.int8)
+    tq = TensorQuant((0.08,), (-3,))
+    head = ort_softmax(got_logits.reshape(4, 10), 0.08).reshape(4, 1, 1, 10)
+
+    lsb, soft = softmax_head_checks("npu", "ort_cpu", "fc", want_logits, got_logits, tq, head, "softmax", 3, 1, 9)
+    assert (lsb.name, lsb.value, lsb.passed) == ("lsb_vs_golden", 2, True)
+    assert (soft.name, soft.value, soft.passed) == ("softmax_head", 0, True)
+
+    off_by_two = (head.astype(int) + 2).clip(-128, 127).astype(np.int8)
+    _, soft = softmax_head_checks("npu", "ort_cpu", "fc", want_logits, got_logits, tq, off_by_two, "softmax", 3, 1, 9)
+    assert soft.value == 2 and not soft.passed
+    lsb, _ = softmax_head_checks("npu", "ort_cpu", "fc", want_logits, got_logits, tq, head, "softmax", 1, 1, 9)
+    assert not lsb.passed

@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..graph import Analysis
+import numpy as np
+
+from ..graph import Analysis, LayerInfo
+from ..ir import Softmax
+from ..quant.golden import run_layer
+from ..quant.params import QuantParams, TensorQuant
+from ..quant.quantize import SOFTMAX_QUANT
+from . import metrics
 
 # ops whose output is requantized to a new scale (max_pool only selects, so it does not count)
 REQUANTIZING_OPS = ("conv2d", "depthwise_conv2d", "dense", "add", "avg_pool", "global_avg_pool", "softmax")
@@ -82,3 +89,28 @@ def golden_runtime(backend: str, rounding: str, kernels: str | None = None) -> s
     if backend == "mcu":
         return "tflm"
     return {"tflite": "litert_ref", "fp32": "litert_xnnpack"}.get(rounding, "litert_xnnpack")
+
+
+def splits_softmax_head(analysis: Analysis, lsb_policy: str) -> bool:
+    """Across rounding families a softmax head is checked on its own (see the module docstring):
+    the LSB bound applies to its logits, and the softmax to the target's own logits."""
+    return lsb_policy == "cross_family" and analysis.layers[-1].op == "softmax"
+
+
+def softmax_head_checks(target: str, golden: str, logits: str, want_logits: np.ndarray, got_logits: np.ndarray,
+                        logits_tq: TensorQuant, got_out: np.ndarray, out_name: str, allowed: int, head_lsb: int,
+                        overall_lsb: int) -> list[Check]:
+    """The LSB bound at the logits, and the golden softmax of the target's own logits against
+    the target's softmax output (int8 grid throughout)."""
+    got_logits = got_logits.reshape(want_logits.shape)
+    lsb = lsb_check(target, metrics.lsb_stats(want_logits, got_logits)["max_lsb"], allowed,
+                    f"{golden} golden reference at the logits ({logits})")
+    shape = tuple(int(v) for v in (want_logits.shape[2], want_logits.shape[1], want_logits.shape[3]))
+    layer = Softmax(name=out_name, inputs=(logits,))
+    info = LayerInfo(out_name, "softmax", (logits,), shape, shape, 0, 0)
+    qparams = QuantParams(activations={logits: logits_tq, out_name: SOFTMAX_QUANT})
+    head_want = run_layer(layer, info, [got_logits], qparams, golden)
+    worst = metrics.lsb_stats(head_want.reshape(got_out.shape), got_out)["max_lsb"]
+    return [lsb, Check(target, "softmax_head", worst <= head_lsb, worst, head_lsb,
+                       f"softmax on the target's own logits: max {worst} LSB vs the {golden} softmax "
+                       f"(allowed {head_lsb}); {overall_lsb} LSB at the output overall")]

@@ -10,11 +10,12 @@ import numpy as np
 from .. import reference
 from ..artifacts import BuiltModel, to_int8_convention
 from ..backends import get_backend, require
-from ..quant.golden import run_int8, run_layer
+from ..quant.golden import run_int8
 from ..quant.quantize import dequantize, quantize_input
 from ..targets import Target
 from . import metrics
-from .policy import Check, allowed_lsb, golden_runtime, lsb_check, requantizing_layers, sqnr_check, top1_check
+from .policy import (Check, allowed_lsb, golden_runtime, lsb_check, requantizing_layers, softmax_head_checks,
+                     splits_softmax_head, sqnr_check, top1_check)
 
 
 @dataclass
@@ -113,13 +114,6 @@ def per_layer_comparison(build: BuiltModel, target: Target, backend, x_q: np.nda
     return rows, divergence
 
 
-def _split_softmax_head(build: BuiltModel, target: Target) -> bool:
-    """Across rounding families the softmax head is checked on its own: softmax turns a 1-LSB
-    difference in the logits into several LSB of probability (the steeper, the more), so the
-    LSB bound applies to the logits and the softmax is checked on the target's own logits."""
-    return target.tolerance.lsb_policy == "cross_family" and build.analysis.layers[-1].op == "softmax"
-
-
 def check_target(build: BuiltModel, target: Target, x: np.ndarray, float_out: np.ndarray,
                  per_layer: bool = False) -> TargetResult:
     backend = require(get_backend(target))
@@ -129,7 +123,7 @@ def check_target(build: BuiltModel, target: Target, x: np.ndarray, float_out: np
     x_q, x_q_int8 = quantize_input(x, in_tq, dtype), quantize_input(x, in_tq, "int8")
     golden = golden_runtime(target.backend, target.rounding, target.option("kernels"))
     output = analysis.model.output
-    split_head = _split_softmax_head(build, target)
+    split_head = splits_softmax_head(analysis, tol.lsb_policy)
     logits = analysis.layers[-1].inputs[0] if split_head else None
     start = time.perf_counter()
     if split_head:
@@ -146,17 +140,10 @@ def check_target(build: BuiltModel, target: Target, x: np.ndarray, float_out: np
     fstats = metrics.float_stats(float_out, dequantize(out_q, build.qparams.activations[output], "int8"), classifier)
     lstats = metrics.lsb_stats(want, out_q)
     if split_head:
-        logit_stats = metrics.lsb_stats(want_all[logits], got[logits].reshape(want_all[logits].shape))
         allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis, logits))
-        lsb = lsb_check(target.name, logit_stats["max_lsb"], allowed,
-                        f"{golden} golden reference at the logits ({logits})")
-        head_layer, head_info = analysis.model.layers[-1], analysis.layers[-1]
-        head_want = run_layer(head_layer, head_info, [got[logits].reshape(want_all[logits].shape)],
-                              build.qparams, golden)
-        head_lsb = metrics.lsb_stats(head_want, out_q)["max_lsb"]
-        checks = [lsb, Check(target.name, "softmax_head", head_lsb <= tol.head_lsb, head_lsb, tol.head_lsb,
-                             f"softmax on the target's own logits: max {head_lsb} LSB vs the {golden} softmax "
-                             f"(allowed {tol.head_lsb}); {lstats['max_lsb']} LSB at the output overall")]
+        checks = softmax_head_checks(target.name, golden, logits, want_all[logits], got[logits],
+                                     build.qparams.activations[logits], out_q, output, allowed, tol.head_lsb,
+                                     lstats["max_lsb"])
     else:
         allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis))
         checks = [lsb_check(target.name, lstats["max_lsb"], allowed, f"{golden} golden reference")]
