@@ -4,6 +4,7 @@ Usage: python scripts/bench_planner.py [--repeat N]
 Goals on a 2-core machine: a 1MB plan in < 1 s, `edgeconv --help` in < 0.5 s, and
 utilization (predicted model bytes / budget) >= 80% where RAM does not bind.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,11 +13,11 @@ import subprocess
 import sys
 import time
 
-from edgeconv.graph import analyze
-from edgeconv.ir import InputSpec
-from edgeconv.memory import predict_model_bytes
-from edgeconv.planner import Budgets, plan
-from edgeconv.recipes import load_recipe, recipe_names
+from edgeconv.core.graph import analyze
+from edgeconv.core.ir import InputSpec
+from edgeconv.plan.memory import predict_model_bytes
+from edgeconv.plan.planner import Budgets, plan
+from edgeconv.plan.recipes import load_recipe, recipe_names
 
 BUDGETS = {"64KB": 64_000, "256KB": 256_000, "1MB": 1_000_000, "4MB": 4_000_000}
 RAM = 256_000
@@ -28,8 +29,10 @@ INPUTS = {"32x32x3": (InputSpec(32, 32, 3), 10), "49x10x1": (InputSpec(49, 10, 1
 def planner_table(shape: str, repeat: int) -> list:
     spec, classes = INPUTS[shape]
     print(f"\nplanner, input {shape}, {classes} classes, RAM budget {RAM:,} B (median of {repeat} runs)")
-    print(f"{'budget':>6}  {'plan time':>9}  {'plan':<40} {'model bytes':>11}  {'util':>6}  {'peak RAM':>9}  "
-          f"{'RAM binds':>9}  {'MACs':>13}")
+    print(
+        f"{'budget':>6}  {'plan time':>9}  {'plan':<40} {'model bytes':>11}  {'util':>6}  {'peak RAM':>9}  "
+        f"{'RAM binds':>9}  {'MACs':>13}"
+    )
     plans = []
     for label, budget in BUDGETS.items():
         times = []
@@ -40,18 +43,20 @@ def planner_table(shape: str, repeat: int) -> list:
         # RAM binds when lifting the RAM budget would give a different plan
         free = plan(spec, classes, Budgets(budget, None))
         binds = "yes" if free.candidate.name != p.candidate.name else "no"
-        print(f"{label:>6}  {statistics.median(times):8.3f}s  {p.candidate.name:<40} {p.memory.model_bytes:>11,}  "
-              f"{p.memory.model_bytes / budget:6.1%}  {p.memory.peak_ram_bytes:>9,}  {binds:>9}  {p.analysis.macs:>13,}")
+        print(
+            f"{label:>6}  {statistics.median(times):8.3f}s  {p.candidate.name:<40} {p.memory.model_bytes:>11,}  "
+            f"{p.memory.model_bytes / budget:6.1%}  {p.memory.peak_ram_bytes:>9,}  {binds:>9}  {p.analysis.macs:>13,}"
+        )
         plans.append(p)
     return plans
 
 
 def size_model_table(plans: list) -> None:
     """The planner's model-bytes prediction against the int8 .tflite really written."""
+    from edgeconv.core.weights import init_weights
     from edgeconv.export.tflite import build_int8_tflite
     from edgeconv.quant.calibrate import calibrate, synthetic_calibration_set
     from edgeconv.quant.quantize import quantize
-    from edgeconv.weights import init_weights
 
     print("\npredicted model bytes vs the real int8 .tflite")
     print(f"{'model':<42} {'predicted':>10} {'real':>10} {'error':>7}")
@@ -78,8 +83,10 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "edgeconv", "--help"], check=True, capture_output=True)
         help_times.append(time.perf_counter() - start)
-    print(f"\nedgeconv --help: {statistics.median(help_times):.3f} s (median of {args.repeat}, "
-          f"includes the Python start-up)")
+    print(
+        f"\nedgeconv --help: {statistics.median(help_times):.3f} s (median of {args.repeat}, "
+        f"includes the Python start-up)"
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Usage: python scripts/bench_quant.py [--repeat N] [--samples N] [--calib-samples
 For every recipe in models/ and the 1MB planner output (input 32x32x3, 10 classes, RAM 256 KB):
 
 - SQNR (dB) = 10·log10(Σ ref² / Σ (ref − int8)²) of the int8 models' dequantized outputs against
-  the numpy float reference (edgeconv.reference, float64) on held-out inputs (other seeds than the
+  the numpy float reference (edgeconv.core.reference, float64) on held-out inputs (other seeds than the
   calibration set), pooled over all samples and elements, measured at the pre-softmax logits (the
   tensor the softmax reads, "fc") and at the softmax output, for
     ec-QDQ      edgeconv's model.int8.onnx (uint8) on onnxruntime CPU;
@@ -35,6 +35,7 @@ For every recipe in models/ and the 1MB planner output (input 32x32x3, 10 classe
 Goals (from the issue): edgeconv SQNR >= ORT-tool's on every model, >= 30 dB on realistic (smooth)
 inputs; int8 >= 3x faster than float on onnxruntime CPU. Nothing is downloaded; seeds are fixed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,27 +57,26 @@ import onnx
 import onnxruntime as ort
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from onnx import helper
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      quantize_static)
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from edgeconv import reference
-from edgeconv.build import BuildRequest, run_build
+from edgeconv.artifacts.build import BuildRequest, run_build
+from edgeconv.core import reference
+from edgeconv.core.graph import Analysis
+from edgeconv.core.ir import INPUT, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, Softmax
 from edgeconv.export.onnx_float import build_float_onnx, serialize, tensor_onnx_shape
 from edgeconv.export.onnx_qdq import build_qdq_onnx
 from edgeconv.export.tflite import build_float_tflite, build_int8_tflite
-from edgeconv.graph import Analysis
-from edgeconv.ir import INPUT, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, Softmax
+from edgeconv.plan.recipes import recipe_names
 from edgeconv.quant.calibrate import calibrate, synthetic_calibration_set
 from edgeconv.quant.params import TensorQuant
 from edgeconv.quant.quantize import activation_quant, bias_quant, dequantize, quantize, quantize_input
-from edgeconv.recipes import recipe_names
 
 PLAN_LABEL = "plan_1MB"
 PLAN_BUDGET, PLAN_RAM = 1_000_000, 256_000
 ARTIFACTS = ("model.onnx", "model.int8.onnx", "model.int8.tflite", "model.float.tflite")
 SQNR_GOAL_DB = 30.0
 SPEEDUP_GOAL = 3.0
-TIE_DB = 0.1        # SQNR differences smaller than this are reported as ties
+TIE_DB = 0.1  # SQNR differences smaller than this are reported as ties
 # seeds: (calibration, evaluation) per input set; evaluation seeds differ from calibration seeds
 SEEDS = {"normal": (0, 1001), "smooth": (2000, 3001)}
 SETS = tuple(SEEDS)
@@ -84,6 +84,7 @@ WEIGHT_SEED = 0
 
 
 # ----------------------------------------------------------------------------- input sets
+
 
 def smooth_images(n: int, shape_hwc: tuple[int, int, int], seed: int) -> np.ndarray:
     """n smooth random images (N, H, W, C) float32, normalized as (x − 0.5) / 0.25 from [0, 1].
@@ -101,7 +102,7 @@ def smooth_images(n: int, shape_hwc: tuple[int, int, int], seed: int) -> np.ndar
     sigma = rng.uniform(1.0, 3.0, size=(n, 1, 1, 1))
     fy = np.fft.fftfreq(h)[None, :, None, None]
     fx = np.fft.rfftfreq(w)[None, None, :, None]
-    transfer = np.exp(-2.0 * np.pi ** 2 * sigma ** 2 * (fx ** 2 + fy ** 2))
+    transfer = np.exp(-2.0 * np.pi**2 * sigma**2 * (fx**2 + fy**2))
     low = np.fft.irfft2(np.fft.rfft2(field_, axes=(1, 2)) * transfer, s=(h, w), axes=(1, 2))
     mn = low.min(axis=(1, 2, 3), keepdims=True)
     mx = low.max(axis=(1, 2, 3), keepdims=True)
@@ -120,6 +121,7 @@ def input_set(kind: str, analysis: Analysis, n: int, seed: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- runtimes
+
 
 def session(model: bytes | str, precise: bool = True) -> ort.InferenceSession:
     so = ort.SessionOptions()
@@ -171,7 +173,7 @@ class _Reader(CalibrationDataReader):
         if self.i >= self.x.shape[0]:
             return None
         self.i += 1
-        return {INPUT: self.x[self.i - 1:self.i]}
+        return {INPUT: self.x[self.i - 1 : self.i]}
 
     def rewind(self):
         self.i = 0
@@ -180,21 +182,29 @@ class _Reader(CalibrationDataReader):
 def ort_quantize(float_model: bytes, calib: np.ndarray, tmp: Path, tag: str) -> bytes:
     src, dst = tmp / f"{tag}.float.onnx", tmp / f"{tag}.ortq.onnx"
     src.write_bytes(float_model)
-    quantize_static(str(src), str(dst), _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
+    quantize_static(
+        str(src),
+        str(dst),
+        _Reader(calib),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
     return dst.read_bytes()
 
 
 # ----------------------------------------------------------------------------- measurements
 
+
 def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
     ref = np.asarray(ref, np.float64).reshape(-1)
     err = ref - np.asarray(test, np.float64).reshape(-1)
-    noise = float(np.sum(err ** 2))
+    noise = float(np.sum(err**2))
     if noise == 0.0:
         return float("inf")
-    return 10.0 * np.log10(float(np.sum(ref ** 2)) / noise)
+    return 10.0 * np.log10(float(np.sum(ref**2)) / noise)
 
 
 def timed_runs(runners: dict[str, callable], repeat: int, warmup: int) -> dict[str, tuple[float, float]]:
@@ -222,19 +232,28 @@ class ModelResult:
     export_s: dict[str, float] = field(default_factory=dict)
     identical: bool = True
     sizes: dict[str, int] = field(default_factory=dict)
-    sqnr: dict[tuple[str, str, str], float] = field(default_factory=dict)   # (set, tap, method) -> dB
+    sqnr: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (set, tap, method) -> dB
     whatif: dict[tuple[str, str, str], float] = field(default_factory=dict)  # same, for the what-if variant
     checks: list[str] = field(default_factory=list)
     latency: dict[str, tuple[float, float]] = field(default_factory=dict)
     ops: dict[str, Counter] = field(default_factory=dict)
-    param_diff: list[str] = field(default_factory=list)   # edgeconv vs ORT-tool quantization parameters
+    param_diff: list[str] = field(default_factory=list)  # edgeconv vs ORT-tool quantization parameters
 
 
 METHODS = ("ec-QDQ", "ec-TFLite", "ORT-tool", "ec-QDQ u8s8", "ORT-tool u8s8")
 
 
-def evaluate(res: ModelResult, kind: str, analysis, weights, files: dict[str, bytes], quant_doc: dict,
-             ortq_plain: bytes, ortq_tapped: bytes, x: np.ndarray) -> None:
+def evaluate(
+    res: ModelResult,
+    kind: str,
+    analysis,
+    weights,
+    files: dict[str, bytes],
+    quant_doc: dict,
+    ortq_plain: bytes,
+    ortq_tapped: bytes,
+    x: np.ndarray,
+) -> None:
     """SQNR of every int8 variant at the logits and at the softmax output on inputs x (N, H, W, C)."""
     model = analysis.model
     last = model.layers[-1]
@@ -255,14 +274,14 @@ def evaluate(res: ModelResult, kind: str, analysis, weights, files: dict[str, by
         o_plain, o_tap = session(ortq_plain, precise), session(ortq_tapped, precise)
         o_out = [o.name for o in o_tap.get_outputs()]
         for i in range(x.shape[0]):
-            xq = quantize_input(x[i:i + 1], tq[INPUT], "uint8").transpose(0, 3, 1, 2)
+            xq = quantize_input(x[i : i + 1], tq[INPUT], "uint8").transpose(0, 3, 1, 2)
             p = s_plain.run([probs], {INPUT: xq})[0]
             lg, pt = s_tap.run([logits, probs], {INPUT: xq})
             d = out["ec-QDQ" + suffix]
             d["probs"].append(dequantize(p, tq[probs], "uint8"))
             d["probs_tapped"].append(dequantize(pt, tq[probs], "uint8"))
             d["logits"].append(dequantize(lg, tq[logits], "uint8"))
-            xf = np.ascontiguousarray(x[i:i + 1].transpose(0, 3, 1, 2))
+            xf = np.ascontiguousarray(x[i : i + 1].transpose(0, 3, 1, 2))
             d = out["ORT-tool" + suffix]
             d["probs"].append(o_plain.run([probs], {INPUT: xf})[0])
             tapped = dict(zip(o_out, o_tap.run(None, {INPUT: xf})))
@@ -277,7 +296,7 @@ def evaluate(res: ModelResult, kind: str, analysis, weights, files: dict[str, by
     in_a, out_a = t_all.get_input_details()[0]["index"], t_all.get_output_details()[0]["index"]
     d = out["ec-TFLite"]
     for i in range(x.shape[0]):
-        xq = quantize_input(x[i:i + 1], tq[INPUT], "int8")
+        xq = quantize_input(x[i : i + 1], tq[INPUT], "int8")
         t_default.set_tensor(in_d, xq)
         t_default.invoke()
         d["probs"].append(dequantize(t_default.get_tensor(out_d), tq[probs], "int8"))
@@ -294,8 +313,10 @@ def evaluate(res: ModelResult, kind: str, analysis, weights, files: dict[str, by
         res.sqnr[(kind, "softmax", method)] = sqnr_db(ref_probs, pr)
         diff = float(np.abs(pr - pt).max())
         if diff > 0:
-            res.checks.append(f"{kind}/{method}: softmax of the logits-tapped model differs from the "
-                              f"artifact's by up to {diff:.4g} (the tap changed ORT's fusions or the kernels)")
+            res.checks.append(
+                f"{kind}/{method}: softmax of the logits-tapped model differs from the "
+                f"artifact's by up to {diff:.4g} (the tap changed ORT's fusions or the kernels)"
+            )
 
 
 def compare_params(ec_qdq: bytes, ortq: bytes) -> list[str]:
@@ -307,6 +328,7 @@ def compare_params(ec_qdq: bytes, ortq: bytes) -> list[str]:
     reference, so the ranges differ in the last bits). Weights and
     biases: the integer arrays (ORT: "<name>_quantized"). Returns one line per difference.
     """
+
     def inits(model: onnx.ModelProto) -> dict[str, np.ndarray]:
         return {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
 
@@ -328,14 +350,16 @@ def compare_params(ec_qdq: bytes, ortq: bytes) -> list[str]:
         elif tensor in ec_act:
             ours = ec_act[tensor]
         else:
-            continue   # e.g. ORT's re-quantization after Flatten / Transpose (same parameters as the input)
+            continue  # e.g. ORT's re-quantization after Flatten / Transpose (same parameters as the input)
         if ours == theirs:
             same += 1
         elif ours[1] == theirs[1] and abs(theirs[0] / ours[0] - 1.0) < 1e-4:
-            close += 1     # ranges from ORT's float32 run vs edgeconv's float64 reference: last-bit differences
+            close += 1  # ranges from ORT's float32 run vs edgeconv's float64 reference: last-bit differences
         else:
-            lines.append(f"activation {tensor}: edgeconv scale {ours[0]:.6g} zp {ours[1]}, "
-                         f"ORT scale {theirs[0]:.6g} zp {theirs[1]} (ORT/edgeconv scale {theirs[0] / ours[0]:.3f})")
+            lines.append(
+                f"activation {tensor}: edgeconv scale {ours[0]:.6g} zp {ours[1]}, "
+                f"ORT scale {theirs[0]:.6g} zp {theirs[1]} (ORT/edgeconv scale {theirs[0] / ours[0]:.3f})"
+            )
     for name, ours in ec_i.items():
         if not (name.endswith(".weight") or name.endswith(".bias")):
             continue
@@ -346,8 +370,10 @@ def compare_params(ec_qdq: bytes, ortq: bytes) -> list[str]:
         diff = np.abs(theirs.reshape(ours.shape).astype(np.int64) - ours.astype(np.int64))
         if diff.any():
             lines.append(f"{name}: {int((diff > 0).sum())} of {diff.size} integers differ, by up to {int(diff.max())}")
-    return [f"{same} activation tensors with identical scale and zero point, {close} equal but for float32 "
-            f"rounding of the scale (< 1e-4 relative)"] + lines
+    return [
+        f"{same} activation tensors with identical scale and zero point, {close} equal but for float32 "
+        f"rounding of the scale (< 1e-4 relative)"
+    ] + lines
 
 
 def gap_own_range(analysis: Analysis, weights, qparams, ranges):
@@ -363,7 +389,8 @@ def gap_own_range(analysis: Analysis, weights, qparams, ranges):
     for layer in analysis.model.layers:
         if isinstance(layer, (Conv2d, DepthwiseConv2d, Dense)) and layer.inputs[0] in gaps:
             biases[layer.name], q_biases[layer.name] = bias_quant(
-                weights[f"{layer.name}.bias"], acts[layer.inputs[0]].scale[0], qparams.weights[layer.name])
+                weights[f"{layer.name}.bias"], acts[layer.inputs[0]].scale[0], qparams.weights[layer.name]
+            )
     return replace(qparams, activations=acts, biases=biases, q_biases=q_biases)
 
 
@@ -377,20 +404,25 @@ def whatif_sqnr(res: ModelResult, kind: str, analysis: Analysis, weights, qparam
     s = session(qdq)
     tfl = litert(build_int8_tflite(analysis, qparams), preserve=True)
     idx = {d["name"]: d["index"] for d in tfl.get_tensor_details()}
-    got = {("logits", "ec-QDQ"): [], ("softmax", "ec-QDQ"): [], ("logits", "ec-TFLite"): [],
-           ("softmax", "ec-TFLite"): []}
+    got = {
+        ("logits", "ec-QDQ"): [],
+        ("softmax", "ec-QDQ"): [],
+        ("logits", "ec-TFLite"): [],
+        ("softmax", "ec-TFLite"): [],
+    }
     for i in range(x.shape[0]):
-        lg, pr = s.run([logits, probs], {INPUT: quantize_input(x[i:i + 1], tq[INPUT], "uint8").transpose(0, 3, 1, 2)})
+        lg, pr = s.run([logits, probs], {INPUT: quantize_input(x[i : i + 1], tq[INPUT], "uint8").transpose(0, 3, 1, 2)})
         got[("logits", "ec-QDQ")].append(dequantize(lg, tq[logits], "uint8"))
         got[("softmax", "ec-QDQ")].append(dequantize(pr, tq[probs], "uint8"))
-        tfl.set_tensor(idx[INPUT], quantize_input(x[i:i + 1], tq[INPUT], "int8"))
+        tfl.set_tensor(idx[INPUT], quantize_input(x[i : i + 1], tq[INPUT], "int8"))
         tfl.invoke()
         got[("logits", "ec-TFLite")].append(dequantize(tfl.get_tensor(idx[logits]), tq[logits], "int8"))
         got[("softmax", "ec-TFLite")].append(dequantize(tfl.get_tensor(idx[probs]), tq[probs], "int8"))
     for (tap, method), values in got.items():
         name = logits if tap == "logits" else probs
-        res.whatif[(kind, tap, method)] = sqnr_db(ref[name].reshape(x.shape[0], -1),
-                                                  np.concatenate([v.reshape(1, -1) for v in values]))
+        res.whatif[(kind, tap, method)] = sqnr_db(
+            ref[name].reshape(x.shape[0], -1), np.concatenate([v.reshape(1, -1) for v in values])
+        )
 
 
 def bench_model(label: str, req: BuildRequest, args, tmp: Path) -> ModelResult:
@@ -471,6 +503,7 @@ def bench_model(label: str, req: BuildRequest, args, tmp: Path) -> ModelResult:
             it.set_tensor(i, feed)
             it.invoke()
             return it.get_tensor(o)
+
         return run
 
     runners = {
@@ -492,10 +525,13 @@ def bench_model(label: str, req: BuildRequest, args, tmp: Path) -> ModelResult:
 
 # ----------------------------------------------------------------------------- printing
 
+
 def table(header: list[str], rows: list[list[str]], align: str) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+
     def fmt(row):
         return "  ".join(str(c).ljust(w) if a == "l" else str(c).rjust(w) for c, w, a in zip(row, widths, align))
+
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
 
 
@@ -520,13 +556,18 @@ def fmt_db(v: float) -> str:
 
 def report(results: list[ModelResult], args, total_s: float) -> None:
     print()
-    print("== SQNR (dB) vs the numpy float reference, held-out inputs "
-          f"({args.samples} per set; calibration: {args.calib_samples} samples, MinMax) ==")
+    print(
+        "== SQNR (dB) vs the numpy float reference, held-out inputs "
+        f"({args.samples} per set; calibration: {args.calib_samples} samples, MinMax) =="
+    )
     print("ORT sessions: 1 thread, ORT_ENABLE_ALL, session.x64quantprecision=1 (u8u8 kernels) unless marked u8s8")
     for tap in ("logits", "softmax"):
         print()
-        what = ("pre-softmax logits (tensor 'fc', tapped as described in the header)" if tap == "logits"
-                else "softmax output (unmodified artifacts)")
+        what = (
+            "pre-softmax logits (tensor 'fc', tapped as described in the header)"
+            if tap == "logits"
+            else "softmax output (unmodified artifacts)"
+        )
         print(f"-- at the {what}")
         rows = []
         for r in results:
@@ -540,8 +581,10 @@ def report(results: list[ModelResult], args, total_s: float) -> None:
     whatifs = [r for r in results if r.whatif]
     if whatifs:
         print()
-        print("-- what-if (not edgeconv's current rule): global_avg_pool output on its own calibrated range, "
-              "biases after it re-quantized; edgeconv's exporters otherwise unchanged")
+        print(
+            "-- what-if (not edgeconv's current rule): global_avg_pool output on its own calibrated range, "
+            "biases after it re-quantized; edgeconv's exporters otherwise unchanged"
+        )
         rows = []
         for r in whatifs:
             for kind in SETS:
@@ -550,24 +593,49 @@ def report(results: list[ModelResult], args, total_s: float) -> None:
                     row += [fmt_db(r.whatif[(kind, tap, m)]) for m in ("ec-QDQ", "ec-TFLite")]
                     row.append(fmt_db(r.sqnr[(kind, tap, "ORT-tool")]))
                 rows.append(row)
-        print(table(["model", "inputs", "logits ec-QDQ'", "ec-TFLite'", "ORT-tool", "softmax ec-QDQ'", "ec-TFLite'",
-                     "ORT-tool"], rows, "ll" + "r" * 6))
+        print(
+            table(
+                [
+                    "model",
+                    "inputs",
+                    "logits ec-QDQ'",
+                    "ec-TFLite'",
+                    "ORT-tool",
+                    "softmax ec-QDQ'",
+                    "ec-TFLite'",
+                    "ORT-tool",
+                ],
+                rows,
+                "ll" + "r" * 6,
+            )
+        )
 
     print()
-    print(f"== Latency, batch 1, ms (median / p90 of {args.repeat} runs after {args.warmup} warm-up; "
-          "1 thread) ==")
+    print(f"== Latency, batch 1, ms (median / p90 of {args.repeat} runs after {args.warmup} warm-up; 1 thread) ==")
     names = list(results[0].latency)
     rows = [[r.label] + [f"{r.latency[n][0]:.2f} / {r.latency[n][1]:.2f}" for n in names] for r in results]
     print(table(["model"] + names, rows, "l" + "r" * len(names)))
     print()
     print("speed-up = float median / int8 median")
-    sp_names = [("ORT ec-int8", "ORT float"), ("ORT ORT-tool-int8", "ORT float"),
-                ("ORT ec-int8 u8s8", "ORT float"), ("ORT ORT-tool-int8 u8s8", "ORT float"),
-                ("LiteRT int8", "LiteRT float"), ("LiteRT int8 builtin", "LiteRT float")]
-    rows = [[r.label, f"{r.macs / 1e6:.1f}"] + [f"{r.latency[f][0] / r.latency[i][0]:.2f}x" for i, f in sp_names]
-            for r in results]
-    print(table(["model", "MMACs"] + [i.replace("ORT ", "ORT ").replace(" ", " ") for i, _ in sp_names], rows,
-                "lr" + "r" * len(sp_names)))
+    sp_names = [
+        ("ORT ec-int8", "ORT float"),
+        ("ORT ORT-tool-int8", "ORT float"),
+        ("ORT ec-int8 u8s8", "ORT float"),
+        ("ORT ORT-tool-int8 u8s8", "ORT float"),
+        ("LiteRT int8", "LiteRT float"),
+        ("LiteRT int8 builtin", "LiteRT float"),
+    ]
+    rows = [
+        [r.label, f"{r.macs / 1e6:.1f}"] + [f"{r.latency[f][0] / r.latency[i][0]:.2f}x" for i, f in sp_names]
+        for r in results
+    ]
+    print(
+        table(
+            ["model", "MMACs"] + [i.replace("ORT ", "ORT ").replace(" ", " ") for i, _ in sp_names],
+            rows,
+            "lr" + "r" * len(sp_names),
+        )
+    )
     print()
     print("effective throughput, GMAC/s = model MACs / median latency")
     gm_names = ["ORT float", "ORT ec-int8", "ORT ec-int8 u8s8", "LiteRT float", "LiteRT int8"]
@@ -584,18 +652,35 @@ def report(results: list[ModelResult], args, total_s: float) -> None:
     print("== Export and sizes ==")
     rows = []
     for r in results:
-        rows.append([r.label, r.name, f"{r.params:,}", f"{r.build_s:.2f}", f"{r.calib_s:.2f}"]
-                    + [f"{1000 * r.export_s[a]:.0f}" for a in ARTIFACTS]
-                    + ["yes" if r.identical else "NO"])
-    print(table(["model", "name", "params", "build s", "calib s"] + [f"{a} ms" for a in ARTIFACTS] + ["same bytes"],
-                rows, "llrrr" + "r" * len(ARTIFACTS) + "r"))
-    print("(build s = run_build wall time incl. planning, standard-normal calibration over "
-          f"{args.calib_samples} samples, all exports, atomic writes; calib s = calibrate + quantize alone)")
+        rows.append(
+            [r.label, r.name, f"{r.params:,}", f"{r.build_s:.2f}", f"{r.calib_s:.2f}"]
+            + [f"{1000 * r.export_s[a]:.0f}" for a in ARTIFACTS]
+            + ["yes" if r.identical else "NO"]
+        )
+    print(
+        table(
+            ["model", "name", "params", "build s", "calib s"] + [f"{a} ms" for a in ARTIFACTS] + ["same bytes"],
+            rows,
+            "llrrr" + "r" * len(ARTIFACTS) + "r",
+        )
+    )
+    print(
+        "(build s = run_build wall time incl. planning, standard-normal calibration over "
+        f"{args.calib_samples} samples, all exports, atomic writes; calib s = calibrate + quantize alone)"
+    )
     print()
     size_names = list(ARTIFACTS) + ["ORT-tool int8 .onnx"]
-    rows = [[r.label] + [f"{r.sizes[n]:,}" for n in size_names] + [f"{r.sizes['model.onnx'] / r.sizes['model.int8.tflite']:.2f}x"]
-            for r in results]
-    print(table(["model"] + [f"{n} B" for n in size_names] + ["float/int8 tflite"], rows, "l" + "r" * (len(size_names) + 1)))
+    rows = [
+        [r.label]
+        + [f"{r.sizes[n]:,}" for n in size_names]
+        + [f"{r.sizes['model.onnx'] / r.sizes['model.int8.tflite']:.2f}x"]
+        for r in results
+    ]
+    print(
+        table(
+            ["model"] + [f"{n} B" for n in size_names] + ["float/int8 tflite"], rows, "l" + "r" * (len(size_names) + 1)
+        )
+    )
 
     checks = [f"{r.label}: {c}" for r in results for c in r.checks]
     print()
@@ -604,33 +689,60 @@ def report(results: list[ModelResult], args, total_s: float) -> None:
         print(f"{r.label}: " + "; ".join(r.param_diff))
     print()
     print("== Checks ==")
-    print("\n".join(checks) if checks else "all tapped models give the same softmax as the artifacts; "
-                                          "exporters reproduce the build's bytes")
+    print(
+        "\n".join(checks)
+        if checks
+        else "all tapped models give the same softmax as the artifacts; exporters reproduce the build's bytes"
+    )
 
     print()
     print("== Goals ==")
     for tap in ("logits", "softmax"):
-        short = [(f"{r.label}/{kind}/{m}", r.sqnr[(kind, tap, m)] - r.sqnr[(kind, tap, "ORT-tool")])
-                 for r in results for kind in SETS for m in ("ec-QDQ", "ec-TFLite")
-                 if r.sqnr[(kind, tap, m)] < r.sqnr[(kind, tap, "ORT-tool")]]
+        short = [
+            (f"{r.label}/{kind}/{m}", r.sqnr[(kind, tap, m)] - r.sqnr[(kind, tap, "ORT-tool")])
+            for r in results
+            for kind in SETS
+            for m in ("ec-QDQ", "ec-TFLite")
+            if r.sqnr[(kind, tap, m)] < r.sqnr[(kind, tap, "ORT-tool")]
+        ]
         ties = [f"{k} {d:+.2f}" for k, d in short if d > -TIE_DB]
         real = [f"{k} {d:+.2f}" for k, d in short if d <= -TIE_DB]
-        verdict = "MET" if not short else ("MISSED" + (f" by >= {TIE_DB} dB for {', '.join(real)}" if real else "")
-                                           + (";" if real and ties else "")
-                                           + (f" by < {TIE_DB} dB (a tie) for {', '.join(ties)}" if ties else ""))
+        verdict = (
+            "MET"
+            if not short
+            else (
+                "MISSED"
+                + (f" by >= {TIE_DB} dB for {', '.join(real)}" if real else "")
+                + (";" if real and ties else "")
+                + (f" by < {TIE_DB} dB (a tie) for {', '.join(ties)}" if ties else "")
+            )
+        )
         print(f"edgeconv SQNR >= ORT-tool on every model ({tap}, dB difference): {verdict}")
-        low = [f"{r.label}/{m} {fmt_db(r.sqnr[('smooth', tap, m)])} dB" for r in results
-               for m in ("ec-QDQ", "ec-TFLite") if r.sqnr[("smooth", tap, m)] < SQNR_GOAL_DB]
-        print(f"edgeconv SQNR >= {SQNR_GOAL_DB:.0f} dB on realistic (smooth) inputs ({tap}): "
-              + ("MET" if not low else f"MISSED for {', '.join(low)}"))
-    slow = [f"{r.label} {r.latency['ORT float'][0] / r.latency['ORT ec-int8'][0]:.2f}x" for r in results
-            if r.latency["ORT float"][0] / r.latency["ORT ec-int8"][0] < SPEEDUP_GOAL]
-    print(f"int8 >= {SPEEDUP_GOAL:.0f}x faster than float on onnxruntime CPU (ec-int8, x64quantprecision=1): "
-          + ("MET" if not slow else f"MISSED for {', '.join(slow)}"))
-    slow0 = [f"{r.label} {r.latency['ORT float'][0] / r.latency['ORT ec-int8 u8s8'][0]:.2f}x" for r in results
-             if r.latency["ORT float"][0] / r.latency["ORT ec-int8 u8s8"][0] < SPEEDUP_GOAL]
-    print(f"  (same with the default u8s8 kernels: "
-          + ("MET" if not slow0 else f"MISSED for {', '.join(slow0)}") + ")")
+        low = [
+            f"{r.label}/{m} {fmt_db(r.sqnr[('smooth', tap, m)])} dB"
+            for r in results
+            for m in ("ec-QDQ", "ec-TFLite")
+            if r.sqnr[("smooth", tap, m)] < SQNR_GOAL_DB
+        ]
+        print(
+            f"edgeconv SQNR >= {SQNR_GOAL_DB:.0f} dB on realistic (smooth) inputs ({tap}): "
+            + ("MET" if not low else f"MISSED for {', '.join(low)}")
+        )
+    slow = [
+        f"{r.label} {r.latency['ORT float'][0] / r.latency['ORT ec-int8'][0]:.2f}x"
+        for r in results
+        if r.latency["ORT float"][0] / r.latency["ORT ec-int8"][0] < SPEEDUP_GOAL
+    ]
+    print(
+        f"int8 >= {SPEEDUP_GOAL:.0f}x faster than float on onnxruntime CPU (ec-int8, x64quantprecision=1): "
+        + ("MET" if not slow else f"MISSED for {', '.join(slow)}")
+    )
+    slow0 = [
+        f"{r.label} {r.latency['ORT float'][0] / r.latency['ORT ec-int8 u8s8'][0]:.2f}x"
+        for r in results
+        if r.latency["ORT float"][0] / r.latency["ORT ec-int8 u8s8"][0] < SPEEDUP_GOAL
+    ]
+    print("  (same with the default u8s8 kernels: " + ("MET" if not slow0 else f"MISSED for {', '.join(slow0)}") + ")")
     print()
     print(f"total time {total_s:.0f} s")
 
@@ -646,14 +758,18 @@ def main() -> None:
     if min(args.repeat, args.samples) < 1 or args.calib_samples < 8 or args.warmup < 0:
         parser.error("expected --repeat, --samples >= 1, --calib-samples >= 8, --warmup >= 0")
 
-    logging.getLogger().setLevel(logging.ERROR)   # quantize_static logs its pre-processing advice
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_static logs its pre-processing advice
     warnings.filterwarnings("ignore")
     ort.set_default_logger_severity(3)
-    print(f"bench_quant: python {platform.python_version()}, numpy {np.__version__}, onnx {onnx.__version__}, "
-          f"onnxruntime {ort.__version__}, ai-edge-litert (LiteRT)")
+    print(
+        f"bench_quant: python {platform.python_version()}, numpy {np.__version__}, onnx {onnx.__version__}, "
+        f"onnxruntime {ort.__version__}, ai-edge-litert (LiteRT)"
+    )
     print(f"CPU: {cpu_info()}")
-    print(f"weights: He-normal, seed {WEIGHT_SEED} (no trained weights); seeds (calibration, evaluation): "
-          + ", ".join(f"{k} {v}" for k, v in SEEDS.items()))
+    print(
+        f"weights: He-normal, seed {WEIGHT_SEED} (no trained weights); seeds (calibration, evaluation): "
+        + ", ".join(f"{k} {v}" for k, v in SEEDS.items())
+    )
 
     start_all = time.perf_counter()
     results = []
@@ -663,13 +779,15 @@ def main() -> None:
         todo = [(name, BuildRequest(recipe=name)) for name in recipe_names()]
         todo.append((PLAN_LABEL, BuildRequest(budget=PLAN_BUDGET, ram=PLAN_RAM)))
         for label, req in todo:
-            req = BuildRequest(**{**req.__dict__, "seed": WEIGHT_SEED, "calib_samples": args.calib_samples,
-                                  "out": str(tmp / label)})
+            req = BuildRequest(
+                **{**req.__dict__, "seed": WEIGHT_SEED, "calib_samples": args.calib_samples, "out": str(tmp / label)}
+            )
             t0 = time.perf_counter()
             results.append(bench_model(label, req, args, tmp))
             r = results[-1]
-            print(f"  {label:<10} {r.name:<32} {r.macs:>13,} MACs  done in {time.perf_counter() - t0:.1f} s",
-                  flush=True)
+            print(
+                f"  {label:<10} {r.name:<32} {r.macs:>13,} MACs  done in {time.perf_counter() - t0:.1f} s", flush=True
+            )
     report(results, args, time.perf_counter() - start_all)
 
 

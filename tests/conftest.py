@@ -1,13 +1,14 @@
 """Shared fixtures: recipes and planner outputs that the tests run over."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edgeconv.graph import analyze
-from edgeconv.ir import InputSpec
-from edgeconv.planner import Budgets, plan
-from edgeconv.recipes import load_recipe, recipe_names
+from edgeconv.core.graph import analyze
+from edgeconv.core.ir import InputSpec
+from edgeconv.plan.planner import Budgets, plan
+from edgeconv.plan.recipes import load_recipe, recipe_names
 
 # Planner outputs the suites run besides the recipes: small enough to keep tests fast.
 PLANNER_CASES = {

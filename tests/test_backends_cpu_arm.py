@@ -1,12 +1,13 @@
 """The cpu (ONNX Runtime) and arm (LiteRT) backends on real build folders, against the golden.
 
 Build folders for every recipe and one small planner output are made once per module with
-edgeconv.build.run_build. Each backend must equal the int8 golden of the runtime it runs
+edgeconv.artifacts.build.run_build. Each backend must equal the int8 golden of the runtime it runs
 (cpu: "ort_cpu"; arm: the golden of its kernels setting) within the profile tolerance
 max_lsb_vs_golden (0), for the model output and for every layer (run_layers); run_float must
 match the float reference. Bad inputs are UsageError, corrupt model files InputError, and
 importing edgeconv.backends imports no runtime. prefix_model (pure) is tested here too.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,21 +18,21 @@ import sys
 import numpy as np
 import pytest
 
-from edgeconv import reference
-from edgeconv.errors import InputError, UsageError
-from edgeconv.graph import analyze
-from edgeconv.ir import INPUT, InputSpec
-from edgeconv.planner import Budgets, plan
-from edgeconv.prefix import needed_layers, prefix_model
-from edgeconv.recipes import load_recipe, recipe_names
-from edgeconv.targets import Target, load_target
+from edgeconv.core import reference
+from edgeconv.core.errors import InputError, UsageError
+from edgeconv.core.graph import analyze
+from edgeconv.core.ir import INPUT, InputSpec
+from edgeconv.core.prefix import needed_layers, prefix_model
+from edgeconv.plan.planner import Budgets, plan
+from edgeconv.plan.recipes import load_recipe, recipe_names
+from edgeconv.plan.targets import Target, load_target
 
 N_SAMPLES = 4
 N_BIG = 8
 PLANNER = (InputSpec(32, 32, 3), 10, Budgets(16_000, 256_000))
 MODEL_IDS = [*recipe_names(), "plan16k"]
 ARM_GOLDEN = {"xnnpack": "litert_xnnpack", "builtin": "litert_builtin", "reference": "litert_ref"}
-MEASURED: dict[tuple[str, str], tuple[int, int]] = {}     # (model, backend) -> (output LSB, worst layer LSB)
+MEASURED: dict[tuple[str, str], tuple[int, int]] = {}  # (model, backend) -> (output LSB, worst layer LSB)
 
 
 def lsb(a, b) -> int:
@@ -47,14 +48,20 @@ class Built:
     """One build folder with seeded float inputs, their int8/uint8 quantizations and goldens."""
 
     def __init__(self, model_id: str, out):
-        from edgeconv.artifacts import load_build
-        from edgeconv.build import BuildRequest, run_build
+        from edgeconv.artifacts.build import BuildRequest, run_build
+        from edgeconv.artifacts.folder import load_build
         from edgeconv.quant.calibrate import synthetic_calibration_set
         from edgeconv.quant.quantize import quantize_input
 
         if model_id == "plan16k":
-            req = BuildRequest(budget=PLANNER[2].model_bytes, ram=PLANNER[2].ram_bytes, input_spec=PLANNER[0],
-                               classes=PLANNER[1], out=str(out), calib_samples=8)
+            req = BuildRequest(
+                budget=PLANNER[2].model_bytes,
+                ram=PLANNER[2].ram_bytes,
+                input_spec=PLANNER[0],
+                classes=PLANNER[1],
+                out=str(out),
+                calib_samples=8,
+            )
         else:
             req = BuildRequest(recipe=model_id, out=str(out), calib_samples=8)
         result = run_build(req)
@@ -76,8 +83,9 @@ class Built:
         from edgeconv.quant import golden
 
         if (runtime, big) not in self._golden:
-            self._golden[runtime, big] = golden.run_int8(self.build.analysis, self.build.qparams,
-                                                         self.x_big_q if big else self.x_q, runtime, keep_all=True)
+            self._golden[runtime, big] = golden.run_int8(
+                self.build.analysis, self.build.qparams, self.x_big_q if big else self.x_q, runtime, keep_all=True
+            )
         return self._golden[runtime, big]
 
 
@@ -92,6 +100,7 @@ def builds(tmp_path_factory):
         if model_id not in cache:
             cache[model_id] = Built(model_id, tmp_path_factory.mktemp(model_id) / "build")
         return cache[model_id]
+
     return get
 
 
@@ -109,10 +118,11 @@ _BACKENDS: dict[str, object] = {}
 
 
 def backend(which: str):
-    """"cpu", or an arm kernels setting ("xnnpack", "builtin", "reference"); skipped without its runtime."""
+    """ "cpu", or an arm kernels setting ("xnnpack", "builtin", "reference"); skipped without its runtime."""
     pytest.importorskip("onnxruntime" if which == "cpu" else "ai_edge_litert")
     if which not in _BACKENDS:
         from edgeconv.backends import get_backend, require
+
         _BACKENDS[which] = require(get_backend(load_target("cpu") if which == "cpu" else arm_target(which)))
     return _BACKENDS[which]
 
@@ -128,14 +138,14 @@ def arm(request):
 
 
 def check_against_golden(built: Built, backend, out, layers, runtime: str, key: str) -> None:
-    from edgeconv.artifacts import to_int8_convention
+    from edgeconv.artifacts.folder import to_int8_convention
 
     expected = built.golden(runtime)
     allowed = backend.target.tolerance.max_lsb_vs_golden
     output = built.build.analysis.model.output
     assert out.shape == expected[output].shape, (out.shape, expected[output].shape)
     worst = 0
-    for name in built.names:                          # execution order: the first divergence is reported
+    for name in built.names:  # execution order: the first divergence is reported
         got = to_int8_convention(layers[name])
         assert got.shape == expected[name].shape, (name, got.shape, expected[name].shape)
         diff = lsb(got, expected[name])
@@ -169,7 +179,7 @@ def test_larger_inputs_first_divergence(built, which):
     be an add: the golden's fp32-family ADD (int8_ops._add_fp32, ort_add: float32 ratios, round
     half to even) is not what XNNPACK's qs8 add and MLAS's QLinearAdd compute (integer
     multipliers and a rounding shift, measured); 1 LSB near ties, then carried downstream."""
-    from edgeconv.artifacts import to_int8_convention
+    from edgeconv.artifacts.folder import to_int8_convention
 
     runtime = "ort_cpu" if which == "cpu" else ARM_GOLDEN[which]
     x = built.x_big_qdq if which == "cpu" else built.x_big_q
@@ -180,9 +190,13 @@ def test_larger_inputs_first_divergence(built, which):
     if first is None:
         return
     op = built.build.analysis.model.layer(first).op
-    assert op == "add" and diffs[first] == 1, f"{built.build.name} on {which}: first divergence at {first} ({op}), {diffs}"
-    pytest.xfail(f"known golden gap: {built.build.name} on {which}/{runtime} leaves the golden first at ADD "
-                 f"{first} (1 LSB); worst {max(diffs.values())} LSB downstream")
+    assert op == "add" and diffs[first] == 1, (
+        f"{built.build.name} on {which}: first divergence at {first} ({op}), {diffs}"
+    )
+    pytest.xfail(
+        f"known golden gap: {built.build.name} on {which}/{runtime} leaves the golden first at ADD "
+        f"{first} (1 LSB); worst {max(diffs.values())} LSB downstream"
+    )
 
 
 def test_run_layers_subset_and_input(built, cpu, arm):
@@ -218,30 +232,34 @@ def test_bad_inputs_are_usage_errors(resnet8, cpu, arm):
         with pytest.raises(UsageError, match="expected quantized"):
             backend.run(b, x_q.astype(np.int16))
         with pytest.raises(UsageError, match="expected"):
-            backend.run_float(b, x_q)                   # integers into the float model
+            backend.run_float(b, x_q)  # integers into the float model
     with pytest.raises(UsageError, match="expected quantized int8"):
         arm.run(b, built.x_qdq.view(np.uint8) if built.x_qdq.dtype == np.uint8 else built.x_q.view(np.uint8))
     with pytest.raises(UsageError, match=f"expected quantized {b.qdq_dtype}"):
         cpu.run(b, built.x_q if b.qdq_dtype == "uint8" else built.x_q.view(np.uint8))
-    out = arm.run(b, built.x_q[0])                      # a single HWC sample is accepted as N = 1
+    out = arm.run(b, built.x_q[0])  # a single HWC sample is accepted as N = 1
     assert out.shape[0] == 1
 
 
 def test_corrupt_model_files_are_input_errors(resnet8, cpu, arm, tmp_path):
     built = resnet8
-    from edgeconv.artifacts import load_build
+    from edgeconv.artifacts.folder import load_build
 
     folder = tmp_path / "corrupt"
     shutil.copytree(built.build.folder, folder)
-    for name in ("model.int8.onnx", "model.int8.tflite"):          # truncated
+    for name in ("model.int8.onnx", "model.int8.tflite"):  # truncated
         data = (folder / name).read_bytes()
         (folder / name).write_bytes(data[: len(data) // 2])
-    for name in ("model.onnx", "model.float.tflite"):              # garbage
+    for name in ("model.onnx", "model.float.tflite"):  # garbage
         (folder / name).write_bytes(b"not a model\x00\xff" * 64)
     b = load_build(folder)
-    cases = [(cpu.run, built.x_qdq, "model.int8.onnx"), (cpu.run_float, built.x, "model.onnx"),
-             (arm.run, built.x_q, "model.int8.tflite"), (arm.run_float, built.x, "model.float.tflite")]
-    if arm.kernels != "xnnpack":       # xnnpack's run_layers exports prefix models and never reads the file
+    cases = [
+        (cpu.run, built.x_qdq, "model.int8.onnx"),
+        (cpu.run_float, built.x, "model.onnx"),
+        (arm.run, built.x_q, "model.int8.tflite"),
+        (arm.run_float, built.x, "model.float.tflite"),
+    ]
+    if arm.kernels != "xnnpack":  # xnnpack's run_layers exports prefix models and never reads the file
         cases.append((lambda bb, x: arm.run_layers(bb, x, built.names), built.x_q, "model.int8.tflite"))
     for fn, x, name in cases:
         with pytest.raises(InputError, match=name) as info:
@@ -258,7 +276,7 @@ def test_cache_follows_the_file(resnet8, tmp_path):
 
     built, arm = resnet8, backend("reference")
 
-    from edgeconv.artifacts import load_build
+    from edgeconv.artifacts.folder import load_build
 
     folder = tmp_path / "copy"
     shutil.copytree(built.build.folder, folder)
@@ -278,6 +296,7 @@ def test_cache_follows_the_file(resnet8, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Availability, options, lazy imports
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["cpu", "arm"])
 def test_unavailable_names_what_to_install(name, monkeypatch):
@@ -312,11 +331,13 @@ def test_profile_options_are_checked():
 
 
 def test_importing_backends_imports_no_runtime():
-    code = ("import sys, edgeconv.backends as b; from edgeconv.targets import load_target; "
-            "[b.get_backend(load_target(t)) for t in ('cpu', 'arm')]; "
-            "import edgeconv.backends.cpu, edgeconv.backends.arm, edgeconv.prefix; "
-            "bad = [m for m in ('onnxruntime', 'ai_edge_litert', 'onnx', 'tflite_micro') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, edgeconv.backends as b; from edgeconv.plan.targets import load_target; "
+        "[b.get_backend(load_target(t)) for t in ('cpu', 'arm')]; "
+        "import edgeconv.backends.cpu, edgeconv.backends.arm, edgeconv.core.prefix; "
+        "bad = [m for m in ('onnxruntime', 'ai_edge_litert', 'onnx', 'tflite_micro') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -325,6 +346,7 @@ def test_importing_backends_imports_no_runtime():
 # prefix_model (pure)
 # ---------------------------------------------------------------------------------------------
 
+
 def test_prefix_model_keeps_only_what_the_layer_needs():
     model = load_recipe("resnet8")
     # s2_proj reads s1_add, not s2_conv1 / s2_conv2
@@ -332,7 +354,7 @@ def test_prefix_model_keeps_only_what_the_layer_needs():
     assert [layer.name for layer in sub.layers] == ["conv1", "s1_conv1", "s1_conv2", "s1_add", "s2_proj"]
     assert sub.output == "s2_proj" and sub.input == model.input
     assert all(layer is model.layer(layer.name) for layer in sub.layers)
-    analyze(sub)                                         # a valid model on its own
+    analyze(sub)  # a valid model on its own
     assert needed_layers(model, "s2_add")[-3:] == ["s2_conv2", "s2_proj", "s2_add"]
     assert prefix_model(model, model.output).layers == model.layers
     assert [layer.name for layer in prefix_model(model, "conv1").layers] == ["conv1"]

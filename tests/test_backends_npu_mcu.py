@@ -4,6 +4,7 @@ npu: the cross-family policy against the golden "ort_cpu" (fp32 family; HTP roun
 way): min(requantizing layers, 3) LSB at the logits, the softmax checked on the NPU's own logits. mcu: 0 LSB vs the golden "tflm".
 Arena: arena.predict_arena_bytes is never below the TFLM measurement and within 10% of it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,17 +13,17 @@ import shutil
 import numpy as np
 import pytest
 
-from edgeconv.artifacts import load_build, to_int8_convention
+from edgeconv.artifacts.build import BuildRequest, run_build
+from edgeconv.artifacts.folder import load_build, to_int8_convention
 from edgeconv.backends import get_backend
-from edgeconv.build import BuildRequest, run_build
-from edgeconv.errors import InputError
-from edgeconv.ir import INPUT
-from edgeconv.planner import Budgets, InputSpec, plan
+from edgeconv.core.errors import InputError
+from edgeconv.core.ir import INPUT
+from edgeconv.plan.planner import Budgets, InputSpec, plan
+from edgeconv.plan.recipes import load_recipe, recipe_names
+from edgeconv.plan.targets import load_target
 from edgeconv.quant import calibrate as cal
 from edgeconv.quant import golden
 from edgeconv.quant.quantize import quantize_input
-from edgeconv.recipes import load_recipe, recipe_names
-from edgeconv.targets import load_target
 
 N_SAMPLES = 2
 PLAN_BUDGET = 16_000
@@ -68,6 +69,7 @@ def lsb(a, b) -> int:
 # npu
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def npu():
     return _available("npu", "onnxruntime", "onnxruntime_qnn")
@@ -89,9 +91,19 @@ def test_npu_output_follows_the_cross_family_policy(npu, builds, model_id):
     layers = npu.run_layers(build, _inputs(build, "uint8"), [logits, out])
     np.testing.assert_array_equal(layers[out], got)
     allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis, logits))
-    checks = softmax_head_checks("npu", "ort_cpu", logits, expected[logits], to_int8_convention(layers[logits]),
-                                 build.qparams.activations[logits], to_int8_convention(got), out, allowed,
-                                 tol.head_lsb, lsb(to_int8_convention(got), expected[out]))
+    checks = softmax_head_checks(
+        "npu",
+        "ort_cpu",
+        logits,
+        expected[logits],
+        to_int8_convention(layers[logits]),
+        build.qparams.activations[logits],
+        to_int8_convention(got),
+        out,
+        allowed,
+        tol.head_lsb,
+        lsb(to_int8_convention(got), expected[out]),
+    )
     print(f"npu {model_id}: " + "; ".join(c.message for c in checks))
     assert all(c.passed for c in checks), [c.message for c in checks]
 
@@ -119,7 +131,7 @@ def test_npu_run_layers_within_tolerance(npu, builds, model_id):
 
 
 def test_npu_float_runs_in_fp16(npu, builds):
-    from edgeconv import reference
+    from edgeconv.core import reference
 
     build = builds["resnet8"]
     x = cal.synthetic_calibration_set(build.analysis, N_SAMPLES, seed=7)
@@ -137,7 +149,7 @@ def test_npu_rejected_op_is_an_error_naming_it(npu, builds, tmp_path):
     model = onnx.load(str(folder / "model.int8.onnx"))
     for node in model.graph.node:
         if node.op_type == "Softmax":
-            node.op_type = "Hardmax"          # same signature; QNN HTP has no Hardmax
+            node.op_type = "Hardmax"  # same signature; QNN HTP has no Hardmax
     onnx.save(model, str(folder / "model.int8.onnx"))
     build = load_build(folder)
     with pytest.raises(InputError, match=r"rejects node 'softmax' \(Hardmax\)") as err:
@@ -148,6 +160,7 @@ def test_npu_rejected_op_is_an_error_naming_it(npu, builds, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # mcu
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def mcu():
@@ -186,20 +199,21 @@ def _arena_models():
 
 def test_arena_prediction_bounds_measurement(mcu):
     pytest.importorskip("flatbuffers")
-    from edgeconv.arena import predict_arena_bytes
     from edgeconv.backends.mcu import measure_model_arena
+    from edgeconv.core.graph import analyze
+    from edgeconv.core.weights import init_weights
     from edgeconv.export.tflite import build_int8_tflite
-    from edgeconv.graph import analyze
+    from edgeconv.plan.arena import predict_arena_bytes
     from edgeconv.quant.quantize import quantize
-    from edgeconv.weights import init_weights
 
     lines = []
     for name, model in _arena_models().items():
         analysis = analyze(model)
         weights = init_weights(analysis, seed=0)
         result = cal.calibrate(analysis, weights, cal.synthetic_calibration_set(analysis, 8, seed=0))
-        measured, _, _, _ = measure_model_arena(build_int8_tflite(analysis, quantize(analysis, weights, result.ranges,
-                                                                                     result.info)))
+        measured, _, _, _ = measure_model_arena(
+            build_int8_tflite(analysis, quantize(analysis, weights, result.ranges, result.info))
+        )
         predicted = predict_arena_bytes(analysis)
         lines.append(f"{name}: measured {measured} predicted {predicted} ({predicted / measured:.4f})")
         assert measured <= predicted <= 1.10 * measured, lines[-1]

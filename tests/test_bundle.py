@@ -6,6 +6,7 @@ openssh-client for the ssh test, qemu-user-static and the userland of
 scripts/build_aarch64_userland.sh for the qemu test. When one is missing its test is skipped
 with a reason naming the package or the script.
 """
+
 from __future__ import annotations
 
 import ast
@@ -24,12 +25,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeconv import bundle as bundle_mod
-from edgeconv.bundle import make_bundle, open_bundle, safe_extract, tar_gz
-from edgeconv.bundle_cli import bundle as bundle_cmd
-from edgeconv.bundle_cli import validate as validate_cmd
-from edgeconv.errors import CheckFailed, InputError, MissingRuntime, UsageError
-from edgeconv.validate import SshOptions, find_qemu, parse_device, validate
+from edgeconv.cli.device import bundle as bundle_cmd
+from edgeconv.cli.device import validate as validate_cmd
+from edgeconv.core.errors import CheckFailed, InputError, MissingRuntime, UsageError
+from edgeconv.device import bundle as bundle_mod
+from edgeconv.device.bundle import make_bundle, open_bundle, safe_extract, tar_gz
+from edgeconv.device.validate import SshOptions, find_qemu, parse_device, validate
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = 8
@@ -38,16 +39,22 @@ SAMPLES = 8
 @pytest.fixture(scope="module")
 def build_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("build") / "resnet8"
-    subprocess.run([sys.executable, "-m", "edgeconv", "build", "--recipe", "resnet8", "--out", str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "edgeconv", "build", "--recipe", "resnet8", "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def arm_bundle(build_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("bundle") / "arm.tar.gz"
-    result = CliRunner().invoke(bundle_cmd, [str(build_dir), "--target", "arm", "-o", str(path),
-                                             "--samples", str(SAMPLES)], standalone_mode=False)
+    result = CliRunner().invoke(
+        bundle_cmd,
+        [str(build_dir), "--target", "arm", "-o", str(path), "--samples", str(SAMPLES)],
+        standalone_mode=False,
+    )
     assert result.exception is None, result.output
     return path
 
@@ -72,11 +79,22 @@ def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
 
 # -- the bundle itself -------------------------------------------------------------------------------
 
+
 def test_bundle_layout_and_determinism(build_dir, arm_bundle, tmp_path):
     files = _members(arm_bundle)
-    assert sorted(files) == sorted(["manifest.json", "runner.py", "inputs.npy", "float_reference.npy",
-                                    "tolerance.json", "model.int8.tflite", "expected_litert_xnnpack.npy",
-                                    "expected_litert_builtin.npy", "expected_litert_ref.npy"])
+    assert sorted(files) == sorted(
+        [
+            "manifest.json",
+            "runner.py",
+            "inputs.npy",
+            "float_reference.npy",
+            "tolerance.json",
+            "model.int8.tflite",
+            "expected_litert_xnnpack.npy",
+            "expected_litert_builtin.npy",
+            "expected_litert_ref.npy",
+        ]
+    )
     manifest = json.loads(files["manifest.json"])
     assert set(manifest["files"]) == set(files) - {"manifest.json"}
     assert manifest["versions"]["runtime"]["ai-edge-litert"]
@@ -85,15 +103,18 @@ def test_bundle_layout_and_determinism(build_dir, arm_bundle, tmp_path):
         infos = tar.getmembers()
     assert [m.name for m in infos] == sorted(m.name for m in infos)
     assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.isreg() for m in infos)
-    assert arm_bundle.read_bytes()[4:8] == b"\0\0\0\0"          # gzip header mtime 0
+    assert arm_bundle.read_bytes()[4:8] == b"\0\0\0\0"  # gzip header mtime 0
     again = tmp_path / "again.tar.gz"
-    CliRunner().invoke(bundle_cmd, [str(build_dir), "--target", "arm", "-o", str(again), "--samples", str(SAMPLES)],
-                       standalone_mode=False)
+    CliRunner().invoke(
+        bundle_cmd,
+        [str(build_dir), "--target", "arm", "-o", str(again), "--samples", str(SAMPLES)],
+        standalone_mode=False,
+    )
     assert again.read_bytes() == arm_bundle.read_bytes()
 
 
 def test_runner_imports_no_edgeconv():
-    source = (REPO / "edgeconv" / "bundle_runner.py").read_text()
+    source = (REPO / "edgeconv" / "device" / "runner.py").read_text()
     tree = ast.parse(source)
     imported = set()
     for node in ast.walk(tree):
@@ -113,14 +134,16 @@ def test_runner_runs_with_edgeconv_unimportable(arm_bundle, tmp_path):
     folder = tmp_path / "b"
     folder.mkdir()
     safe_extract(arm_bundle, folder)
-    blocker = ("import sys, runpy\n"
-               "class Block:\n"
-               "    def find_spec(self, name, path=None, target=None):\n"
-               "        if name == 'edgeconv' or name.startswith('edgeconv.'):\n"
-               "            raise ImportError('edgeconv is not installed on this device')\n"
-               "sys.meta_path.insert(0, Block())\n"
-               f"sys.argv = ['runner.py', {str(folder)!r}, '--out', {str(tmp_path / 'out')!r}]\n"
-               f"runpy.run_path({str(folder / 'runner.py')!r}, run_name='__main__')\n")
+    blocker = (
+        "import sys, runpy\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'edgeconv' or name.startswith('edgeconv.'):\n"
+        "            raise ImportError('edgeconv is not installed on this device')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.argv = ['runner.py', {str(folder)!r}, '--out', {str(tmp_path / 'out')!r}]\n"
+        f"runpy.run_path({str(folder / 'runner.py')!r}, run_name='__main__')\n"
+    )
     proc = subprocess.run([sys.executable, "-I", "-c", blocker], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "out" / "result.json").read_text())
@@ -129,6 +152,7 @@ def test_runner_runs_with_edgeconv_unimportable(arm_bundle, tmp_path):
 
 
 # -- round trips -------------------------------------------------------------------------------------
+
 
 def _assert_exact(report, golden: str):
     assert report.passed, report.to_text()
@@ -149,8 +173,9 @@ def test_round_trip_local(arm_bundle, tmp_path):
 
 def test_validate_cli_outputs(arm_bundle, tmp_path):
     junit = tmp_path / "v.xml"
-    result = CliRunner().invoke(validate_cmd, [str(arm_bundle), "--device", "local", "--json", "--junit", str(junit)],
-                                standalone_mode=False)
+    result = CliRunner().invoke(
+        validate_cmd, [str(arm_bundle), "--device", "local", "--json", "--junit", str(junit)], standalone_mode=False
+    )
     assert result.exception is None, result.output
     doc = json.loads(result.output)
     assert doc["passed"] and doc["device"] == "local"
@@ -174,10 +199,10 @@ def test_failed_verdict_is_check_failed(build_dir, tmp_path):
 
 
 def _members_from_build(build_dir) -> dict[str, bytes]:
-    from edgeconv.artifacts import load_build
-    from edgeconv.bundle import bundle_files
+    from edgeconv.artifacts.folder import load_build
+    from edgeconv.device.bundle import bundle_files
     from edgeconv.parity.run import parity_inputs
-    from edgeconv.targets import load_target
+    from edgeconv.plan.targets import load_target
 
     build = load_build(build_dir)
     return bundle_files(build, load_target("arm"), parity_inputs(build.analysis, 4, 0), "test")
@@ -196,21 +221,36 @@ def sshd(tmp_path_factory):
         pytest.skip("needs Debian's openssh-server and openssh-client (apt-get install openssh-server)")
     if os.geteuid() != 0:
         pytest.skip("the test sshd logs in as root on 127.0.0.1 (run as root, as CI does)")
-    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)   # sshd's privilege-separation folder
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation folder
     d = tmp_path_factory.mktemp("sshd")
     for key in ("host_key", "user_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
     (d / "authorized_keys").write_text((d / "user_key.pub").read_text())
     port = _free_port()
     config = d / "sshd_config"
-    config.write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {d / 'host_key'}", "UsePAM no",
-        "PermitRootLogin yes", f"AuthorizedKeysFile {d / 'authorized_keys'}", "StrictModes no",
-        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
-        "Subsystem sftp internal-sftp",  # scp (OpenSSH 9) copies over SFTP
-        f"PidFile {d / 'sshd.pid'}", "LogLevel ERROR", ""]))
-    proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=open(d / "sshd.log", "wb"))
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {d / 'host_key'}",
+                "UsePAM no",
+                "PermitRootLogin yes",
+                f"AuthorizedKeysFile {d / 'authorized_keys'}",
+                "StrictModes no",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PubkeyAuthentication yes",
+                "Subsystem sftp internal-sftp",  # scp (OpenSSH 9) copies over SFTP
+                f"PidFile {d / 'sshd.pid'}",
+                "LogLevel ERROR",
+                "",
+            ]
+        )
+    )
+    proc = subprocess.Popen(
+        [sshd_bin, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "wb")
+    )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
@@ -224,8 +264,9 @@ def sshd(tmp_path_factory):
         proc.kill()
         pytest.fail("sshd did not listen within 15 s")
     user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
-    options = SshOptions(connect_timeout=5, identity=str(d / "user_key"), known_hosts=str(d / "known_hosts"),
-                         python=sys.executable)
+    options = SshOptions(
+        connect_timeout=5, identity=str(d / "user_key"), known_hosts=str(d / "known_hosts"), python=sys.executable
+    )
     yield f"ssh://{user}@127.0.0.1:{port}", options
     proc.terminate()
     try:
@@ -243,10 +284,24 @@ def test_round_trip_ssh(arm_bundle, sshd):
 
 def test_ssh_cli_options(arm_bundle, sshd, tmp_path):
     device, options = sshd
-    result = CliRunner().invoke(validate_cmd, [str(arm_bundle), "--device", device, "--json",
-                                               "--identity", options.identity, "--known-hosts", options.known_hosts,
-                                               "--python", sys.executable, "--timeout", "120"],
-                                standalone_mode=False)
+    result = CliRunner().invoke(
+        validate_cmd,
+        [
+            str(arm_bundle),
+            "--device",
+            device,
+            "--json",
+            "--identity",
+            options.identity,
+            "--known-hosts",
+            options.known_hosts,
+            "--python",
+            sys.executable,
+            "--timeout",
+            "120",
+        ],
+        standalone_mode=False,
+    )
     assert result.exception is None, result.output
     assert json.loads(result.output)["passed"]
 
@@ -262,7 +317,7 @@ def test_ssh_failed_remote_run_is_one_line(arm_bundle, sshd):
 def test_ssh_unreachable_host_is_one_line(arm_bundle, tmp_path):
     if not shutil.which("ssh"):
         pytest.skip("needs openssh-client (apt-get install openssh-client)")
-    port = _free_port()   # nothing listens there
+    port = _free_port()  # nothing listens there
     options = SshOptions(connect_timeout=3, known_hosts=str(tmp_path / "known_hosts"))
     start = time.monotonic()
     with pytest.raises(InputError) as err:
@@ -286,9 +341,9 @@ def test_round_trip_qemu_aarch64(arm_bundle):
 
 
 def test_qemu_refuses_non_litert_bundle(build_dir, tmp_path):
-    from edgeconv.artifacts import load_build
+    from edgeconv.artifacts.folder import load_build
     from edgeconv.parity.run import parity_inputs
-    from edgeconv.targets import load_target
+    from edgeconv.plan.targets import load_target
 
     build = load_build(build_dir)
     path = tmp_path / "cpu.tar.gz"
@@ -299,9 +354,22 @@ def test_qemu_refuses_non_litert_bundle(build_dir, tmp_path):
 
 # -- devices and hostile bundles -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("spec", ["ssh://", "ssh://-oProxyCommand=x@h", "ssh://u@-oProxyCommand=x", "ssh://u@h:0",
-                                  "ssh://u@h:99999", "ssh://u@h;rm -rf /", "ssh://u@h/path", "android", "qemu-arm",
-                                  "ssh://u@h:22x"])
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "ssh://",
+        "ssh://-oProxyCommand=x@h",
+        "ssh://u@-oProxyCommand=x",
+        "ssh://u@h:0",
+        "ssh://u@h:99999",
+        "ssh://u@h;rm -rf /",
+        "ssh://u@h/path",
+        "android",
+        "qemu-arm",
+        "ssh://u@h:22x",
+    ],
+)
 def test_bad_device_is_usage_error(spec):
     with pytest.raises(UsageError) as err:
         parse_device(spec)
@@ -399,8 +467,9 @@ def test_tampered_file_fails_hash_check(tmp_path, arm_bundle):
     folder = tmp_path / "ext"
     folder.mkdir()
     safe_extract(bad, folder)
-    proc = subprocess.run([sys.executable, "-I", str(folder / "runner.py"), str(folder)], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-I", str(folder / "runner.py"), str(folder)], capture_output=True, text=True
+    )
     assert proc.returncode == 3
     assert proc.stderr.strip().count("\n") == 0 and "inputs.npy failed the hash check" in proc.stderr
 

@@ -1,15 +1,16 @@
 """Calibration: ranges per tensor, the three methods, the synthetic set and file loading errors."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edgeconv.errors import InputError
-from edgeconv.graph import analyze
-from edgeconv.ir import INPUT, Activation
+from edgeconv.core.errors import InputError
+from edgeconv.core.graph import analyze
+from edgeconv.core.ir import INPUT, Activation
+from edgeconv.core.weights import init_weights
+from edgeconv.plan.recipes import load_recipe, recipe_names
 from edgeconv.quant import calibrate as cal
-from edgeconv.recipes import load_recipe, recipe_names
-from edgeconv.weights import init_weights
 
 N_CALIB = 8
 
@@ -38,6 +39,7 @@ def _quant_mse(values: np.ndarray, lo: float, hi: float) -> float:
 
 # ---- synthetic set -------------------------------------------------------------------------
 
+
 def test_synthetic_set_is_seeded_standard_normal(resnet8):
     analysis, _ = resnet8
     a = cal.synthetic_calibration_set(analysis, 16, seed=3)
@@ -54,6 +56,7 @@ def test_synthetic_set_uses_hwc_of_the_wxhxc_input():
 
 # ---- ranges --------------------------------------------------------------------------------
 
+
 def test_ranges_cover_input_and_every_layer_in_order(calibrated):
     analysis, samples, values, result = calibrated
     assert result.ranges == cal.ranges_from_values(values, "minmax")
@@ -66,7 +69,7 @@ def test_ranges_cover_input_and_every_layer_in_order(calibrated):
             assert result.ranges[layer.name][0] >= 0.0, layer.name
         if layer.op == "softmax":
             lo, hi = result.ranges[layer.name]
-            assert 0.0 <= lo and hi <= 1.0
+            assert lo >= 0.0 and hi <= 1.0
     assert result.info == {"method": "minmax", "samples": N_CALIB, "source": "calibration data"}
 
 
@@ -124,6 +127,7 @@ def test_unknown_method_and_bad_percentile(resnet8):
 
 # ---- loading and checking calibration files ------------------------------------------------
 
+
 def test_load_npy_and_npz(resnet8, tmp_path):
     analysis, _ = resnet8
     x = cal.synthetic_calibration_set(analysis, N_CALIB, seed=0)
@@ -159,8 +163,9 @@ def test_wrong_dtype(resnet8, tmp_path):
 
 def test_too_few_samples_says_the_minimum(resnet8, tmp_path):
     analysis, _ = resnet8
-    _bad(analysis, tmp_path, np.zeros((3, 32, 32, 3), np.float32),
-         f"expected at least {cal.MIN_SAMPLES} samples, got 3")
+    _bad(
+        analysis, tmp_path, np.zeros((3, 32, 32, 3), np.float32), f"expected at least {cal.MIN_SAMPLES} samples, got 3"
+    )
 
 
 def test_nan_and_inf_say_sample_and_position(resnet8, tmp_path):

@@ -1,4 +1,5 @@
 """The CLI contract: outputs, JSON, exit codes and one-line errors."""
+
 import json
 import subprocess
 import sys
@@ -9,9 +10,16 @@ from click.testing import CliRunner
 
 from edgeconv.cli import cli
 
-
-ALL_FILES = ("model.onnx", "model.int8.onnx", "model.int8.tflite", "model.float.tflite", "quant.json",
-             "weights.npz", "plan.json", "report.md")
+ALL_FILES = (
+    "model.onnx",
+    "model.int8.onnx",
+    "model.int8.tflite",
+    "model.float.tflite",
+    "quant.json",
+    "weights.npz",
+    "plan.json",
+    "report.md",
+)
 
 
 def invoke(*args):
@@ -44,34 +52,41 @@ def test_layer_json_is_one_document():
 
 
 def test_layer_same_padding():
-    doc = json.loads(invoke("layer", "--input", "32x32x3", "--filters", "16", "--stride", "2", "--pad", "same",
-                            "--json").stdout)
+    doc = json.loads(
+        invoke("layer", "--input", "32x32x3", "--filters", "16", "--stride", "2", "--pad", "same", "--json").stdout
+    )
     assert doc["output"] == [16, 16, 16] and doc["pads"] == {"top": 0, "left": 0, "bottom": 1, "right": 1}
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["layer", "--input", "32x32", "--filters", "4"], "expected WxHxC"),
-    (["layer", "--input", "32x32x3", "--filters", "4", "--kernel", "0"], "--kernel"),
-    (["layer", "--input", "32x32x3", "--filters", "4", "--kernel", "40", "--pad", "valid"], "larger than the input"),
-    (["layer", "--input", "32x32x3", "--filters", "4", "--stride", "0"], "--stride"),
-    (["layer", "--input", "32x32x3", "--filters", "4", "--stride", "2"], "does not tile"),
-    (["layer", "--input", "32x32x3"], "--filters"),
-    (["layer", "--input", "32x32x3", "--filters", "4", "--pad", "-1"], "--pad"),
-    (["build", "--budget", "1XB"], "expected a size"),
-    (["build", "--budget", "-5KB"], "expected a size"),
-    (["build", "--budget", "0KB"], "above zero"),
-    (["build", "--ram", "lots"], "--ram"),
-    (["build", "--classes", "0"], "at least 1 class"),
-    (["build", "--input", "32x32x0"], "expected WxHxC"),
-    (["build", "--input", "axbxc"], "expected WxHxC"),
-    (["build", "--target", "tpu"], "expected one of arm, cpu, mcu, npu"),
-    (["build", "--recipe", "models/missing.toml"], "not found"),
-    (["build", "--recipe", "nothing_like_it"], "expected a .toml path"),
-    (["build", "--budget", "1KB"], "smallest plan needs"),
-    (["build", "--top", "-1"], "--top"),
-    (["build", "--frobnicate"], "No such option"),
-    (["frobnicate"], "No such command"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["layer", "--input", "32x32", "--filters", "4"], "expected WxHxC"),
+        (["layer", "--input", "32x32x3", "--filters", "4", "--kernel", "0"], "--kernel"),
+        (
+            ["layer", "--input", "32x32x3", "--filters", "4", "--kernel", "40", "--pad", "valid"],
+            "larger than the input",
+        ),
+        (["layer", "--input", "32x32x3", "--filters", "4", "--stride", "0"], "--stride"),
+        (["layer", "--input", "32x32x3", "--filters", "4", "--stride", "2"], "does not tile"),
+        (["layer", "--input", "32x32x3"], "--filters"),
+        (["layer", "--input", "32x32x3", "--filters", "4", "--pad", "-1"], "--pad"),
+        (["build", "--budget", "1XB"], "expected a size"),
+        (["build", "--budget", "-5KB"], "expected a size"),
+        (["build", "--budget", "0KB"], "above zero"),
+        (["build", "--ram", "lots"], "--ram"),
+        (["build", "--classes", "0"], "at least 1 class"),
+        (["build", "--input", "32x32x0"], "expected WxHxC"),
+        (["build", "--input", "axbxc"], "expected WxHxC"),
+        (["build", "--target", "tpu"], "expected one of arm, cpu, mcu, npu"),
+        (["build", "--recipe", "models/missing.toml"], "not found"),
+        (["build", "--recipe", "nothing_like_it"], "expected a .toml path"),
+        (["build", "--budget", "1KB"], "smallest plan needs"),
+        (["build", "--top", "-1"], "--top"),
+        (["build", "--frobnicate"], "No such option"),
+        (["frobnicate"], "No such command"),
+    ],
+)
 def test_bad_input_is_a_one_line_error_with_exit_2(args, needle, tmp_path):
     r = invoke(*args, *(["--out", str(tmp_path / "o")] if args[0] == "build" else []))
     assert_one_line_error(r)
@@ -106,8 +121,9 @@ def test_weights_file_with_a_wrong_layer_or_shape(tmp_path):
 
 def test_weights_file_round_trip_gives_the_same_model(tmp_path):
     assert invoke("build", "--recipe", "ds_cnn", "--seed", "3", "--out", str(tmp_path / "a")).exit_code == 0
-    r = invoke("build", "--recipe", "ds_cnn", "--weights", str(tmp_path / "a" / "weights.npz"),
-               "--out", str(tmp_path / "b"))
+    r = invoke(
+        "build", "--recipe", "ds_cnn", "--weights", str(tmp_path / "a" / "weights.npz"), "--out", str(tmp_path / "b")
+    )
     assert r.exit_code == 0
     assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
 
@@ -167,9 +183,11 @@ def test_targets_lists_profiles_with_install_state():
 
 
 def test_import_and_help_load_no_runtime():
-    code = ("import sys, edgeconv, edgeconv.cli, edgeconv.planner, edgeconv.reference, edgeconv.quant.int8_ops;"
-            "bad = [m for m in ('onnxruntime', 'ai_edge_litert', 'tflite_micro', 'onnx', 'onnxruntime_qnn')"
-            " if m in sys.modules]; print(bad)")
+    code = (
+        "import sys, edgeconv, edgeconv.cli, edgeconv.plan.planner, edgeconv.core.reference, edgeconv.quant.int8_ops;"
+        "bad = [m for m in ('onnxruntime', 'ai_edge_litert', 'tflite_micro', 'onnx', 'onnxruntime_qnn')"
+        " if m in sys.modules]; print(bad)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -185,14 +203,19 @@ def _calib_file(tmp_path, array, name="calib.npy"):
     return str(path)
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda: np.zeros((16, 32, 32, 3), np.float64), "float32"),
-    (lambda: np.zeros((16, 3, 32, 32), np.float32), "(N, 32, 32, 3)"),
-    (lambda: np.zeros((2, 32, 32, 3), np.float32), "at least 8"),
-    (lambda: np.full((16, 32, 32, 3), np.nan, np.float32), "NaN"),
-    (lambda: np.where(np.arange(16 * 32 * 32 * 3).reshape(16, 32, 32, 3) == 5000, np.inf, 0).astype(np.float32),
-     "sample 1"),
-])
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda: np.zeros((16, 32, 32, 3), np.float64), "float32"),
+        (lambda: np.zeros((16, 3, 32, 32), np.float32), "(N, 32, 32, 3)"),
+        (lambda: np.zeros((2, 32, 32, 3), np.float32), "at least 8"),
+        (lambda: np.full((16, 32, 32, 3), np.nan, np.float32), "NaN"),
+        (
+            lambda: np.where(np.arange(16 * 32 * 32 * 3).reshape(16, 32, 32, 3) == 5000, np.inf, 0).astype(np.float32),
+            "sample 1",
+        ),
+    ],
+)
 def test_bad_calibration_file_is_a_one_line_error(tmp_path, make, needle):
     r = invoke("build", "--recipe", "vgg_small", "--calib", _calib_file(tmp_path, make()), "--out", str(tmp_path / "o"))
     assert_one_line_error(r)
@@ -203,14 +226,25 @@ def test_bad_calibration_file_is_a_one_line_error(tmp_path, make, needle):
 @pytest.mark.parametrize("method", ["minmax", "percentile", "mse"])
 def test_calibration_from_a_file_is_recorded_in_quant_json(tmp_path, method):
     x = np.random.default_rng(0).uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)
-    r = invoke("build", "--recipe", "vgg_small", "--calib", _calib_file(tmp_path, x), "--calib-method", method,
-               "--out", str(tmp_path / "o"))
+    r = invoke(
+        "build",
+        "--recipe",
+        "vgg_small",
+        "--calib",
+        _calib_file(tmp_path, x),
+        "--calib-method",
+        method,
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert r.exit_code == 0, r.output
     quant = json.loads((tmp_path / "o" / "quant.json").read_text())
     assert quant["calibration"]["method"] == method and quant["calibration"]["samples"] == 16
     assert "calib.npy" in quant["calibration"]["source"]
-    assert set(quant["activations"]) == {"input", *[layer["name"] for layer in
-                                                    json.loads((tmp_path / "o" / "plan.json").read_text())["model"]["layers"]]}
+    assert set(quant["activations"]) == {
+        "input",
+        *[layer["name"] for layer in json.loads((tmp_path / "o" / "plan.json").read_text())["model"]["layers"]],
+    }
     for name, tq in quant["weights"].items():
         assert tq["zero_point"] == [0] * len(tq["scale"]) and tq["dtype"] == "int8"
 

@@ -1,14 +1,15 @@
 """`edgeconv run` and `edgeconv bench` on real runtimes."""
+
 import json
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeconv import reference
-from edgeconv.artifacts import load_build
-from edgeconv.build import BuildRequest, run_build
+from edgeconv.artifacts.build import BuildRequest, run_build
+from edgeconv.artifacts.folder import load_build
 from edgeconv.cli import cli
+from edgeconv.core import reference
 
 RUNTIMES = {"cpu": "onnxruntime", "arm": "ai_edge_litert", "npu": "onnxruntime_qnn", "mcu": "tflite_micro"}
 
@@ -29,8 +30,9 @@ def test_run_saves_dequantized_outputs_close_to_the_float_reference(ds_cnn, tmp_
     pytest.importorskip(RUNTIMES[target])
     x = np.random.default_rng(3).standard_normal((4, 10, 49, 1)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    r = _invoke("run", ds_cnn, "--target", target, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy",
-                "--json")
+    r = _invoke(
+        "run", ds_cnn, "--target", target, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy", "--json"
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     y = np.load(tmp_path / "y.npy")
@@ -41,10 +43,13 @@ def test_run_saves_dequantized_outputs_close_to_the_float_reference(ds_cnn, tmp_
     assert doc["top1"] == want.argmax(axis=1).tolist()
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda: np.zeros((2, 49, 10, 1), np.float32), "(N, 10, 49, 1)"),
-    (lambda: np.zeros((2, 10, 49, 1), np.float64), "float32"),
-])
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda: np.zeros((2, 49, 10, 1), np.float32), "(N, 10, 49, 1)"),
+        (lambda: np.zeros((2, 10, 49, 1), np.float64), "float32"),
+    ],
+)
 def test_run_refuses_wrong_inputs(ds_cnn, tmp_path, make, needle):
     np.save(tmp_path / "x.npy", make())
     r = _invoke("run", ds_cnn, "--target", "cpu", "--input", tmp_path / "x.npy")

@@ -5,6 +5,7 @@ ONNX Runtime) inputs, quantized outside the graph by quantize_input, N_SAMPLES s
 A difference is allowed only where golden.KNOWN_MODEL_DEVIATIONS records one for that runtime
 and op, at most its bound, and only at or after that op; nothing is loosened globally.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,21 +14,24 @@ import pytest
 pytest.importorskip("flatbuffers")
 pytest.importorskip("ai_edge_litert")
 
-from edgeconv.export.tflite import build_int8_tflite  # noqa: E402
-from edgeconv.graph import analyze  # noqa: E402
-from edgeconv.ir import INPUT  # noqa: E402
-from edgeconv.planner import Budgets, InputSpec, plan  # noqa: E402
-from edgeconv.quant import calibrate as cal  # noqa: E402
-from edgeconv.quant import golden  # noqa: E402
-from edgeconv.quant.quantize import quantize, quantize_input  # noqa: E402
-from edgeconv.recipes import load_recipe, recipe_names  # noqa: E402
-from edgeconv.weights import init_weights  # noqa: E402
+from edgeconv.core.graph import analyze
+from edgeconv.core.ir import INPUT
+from edgeconv.core.weights import init_weights
+from edgeconv.export.tflite import build_int8_tflite
+from edgeconv.plan.planner import Budgets, InputSpec, plan
+from edgeconv.plan.recipes import load_recipe, recipe_names
+from edgeconv.quant import calibrate as cal
+from edgeconv.quant import golden
+from edgeconv.quant.quantize import quantize, quantize_input
 
 N_SAMPLES = 4
 TFLM_ARENA_BYTES = 512 * 1024
-PLANNER_BUDGETS = (16_000, 64_000)   # model bytes; ram 256 KB, 32x32x3, 10 classes (small and fast)
-LITERT_RESOLVERS = {"litert_ref": "BUILTIN_REF", "litert_builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
-                    "litert_xnnpack": "AUTO"}
+PLANNER_BUDGETS = (16_000, 64_000)  # model bytes; ram 256 KB, 32x32x3, 10 classes (small and fast)
+LITERT_RESOLVERS = {
+    "litert_ref": "BUILTIN_REF",
+    "litert_builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
+    "litert_xnnpack": "AUTO",
+}
 MODEL_IDS = recipe_names() + [f"plan{b // 1000}k" for b in PLANNER_BUDGETS]
 
 
@@ -53,7 +57,8 @@ class Case:
     def golden(self, runtime: str) -> dict[str, np.ndarray]:
         """All layers' golden outputs; runtimes with the same kernel variants share one run."""
         key = tuple(golden.variant(layer.op, runtime) for layer in self.analysis.model.layers) + (
-            runtime in golden.PER_CHANNEL_FC,)
+            runtime in golden.PER_CHANNEL_FC,
+        )
         if key not in self._golden:
             self._golden[key] = golden.run_int8(self.analysis, self.qp, self.x_q, runtime, keep_all=True)
         return self._golden[key]
@@ -68,6 +73,7 @@ def case(request):
 # Runtimes: {layer name: (N, ...) int8-convention outputs}; only the layers a runtime exposes
 # ---------------------------------------------------------------------------------------------
 
+
 def run_litert(case: Case, runtime: str) -> dict[str, np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -75,15 +81,18 @@ def run_litert(case: Case, runtime: str) -> dict[str, np.ndarray]:
     # delegate's intermediate tensors are not observable (arena reuse): output only.
     every = runtime != "litert_xnnpack"
     outs: dict[str, list] = {}
-    it = Interpreter(model_content=case.tflite, num_threads=1,
-                     experimental_op_resolver_type=getattr(OpResolverType, LITERT_RESOLVERS[runtime]),
-                     experimental_preserve_all_tensors=every)
-    it.allocate_tensors()                        # one interpreter, invoked once per sample
+    it = Interpreter(
+        model_content=case.tflite,
+        num_threads=1,
+        experimental_op_resolver_type=getattr(OpResolverType, LITERT_RESOLVERS[runtime]),
+        experimental_preserve_all_tensors=every,
+    )
+    it.allocate_tensors()  # one interpreter, invoked once per sample
     for i in range(N_SAMPLES):
-        it.set_tensor(it.get_input_details()[0]["index"], case.x_q[i:i + 1])
+        it.set_tensor(it.get_input_details()[0]["index"], case.x_q[i : i + 1])
         it.invoke()
         index = {d["name"]: d["index"] for d in it.get_tensor_details()}
-        for name in (case.names if every else [case.analysis.model.output]):
+        for name in case.names if every else [case.analysis.model.output]:
             outs.setdefault(name, []).append(it.get_tensor(index[name]).copy())
     return {k: np.concatenate(v) for k, v in outs.items()}
 
@@ -95,7 +104,7 @@ def run_tflm(case: Case) -> dict[str, np.ndarray]:
     outs = []
     it = runtime.Interpreter.from_bytes(case.tflite, arena_size=TFLM_ARENA_BYTES)
     for i in range(N_SAMPLES):
-        it.set_input(case.x_q[i:i + 1], 0)
+        it.set_input(case.x_q[i : i + 1], 0)
         it.invoke()
         outs.append(np.array(it.get_output(0)))
     return {case.analysis.model.output: np.concatenate(outs)}
@@ -113,9 +122,9 @@ def run_ort(case: Case) -> dict[str, np.ndarray]:
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     outs: dict[str, list] = {}
     for i in range(N_SAMPLES):
-        u8 = quantize_input(case.x[i:i + 1], case.qp.activations[INPUT], "uint8").transpose(0, 3, 1, 2)
+        u8 = quantize_input(case.x[i : i + 1], case.qp.activations[INPUT], "uint8").transpose(0, 3, 1, 2)
         for name, value in zip(case.names, sess.run(case.names, {INPUT: np.ascontiguousarray(u8)})):
-            value = value.astype(np.int64) - 128                      # uint8 -> int8 convention
+            value = value.astype(np.int64) - 128  # uint8 -> int8 convention
             outs.setdefault(name, []).append(value.transpose(0, 2, 3, 1) if value.ndim == 4 else value)
     return {k: np.concatenate(v) for k, v in outs.items()}
 
@@ -131,6 +140,7 @@ def run_runtime(case: Case, runtime: str) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 # Allowed differences: 0 unless KNOWN_MODEL_DEVIATIONS names (runtime, op) at or before a layer
 # ---------------------------------------------------------------------------------------------
+
 
 def allowed_lsb(case: Case, runtime: str) -> dict[str, int]:
     """Per layer: the largest bound recorded for this runtime at this layer or an earlier one
@@ -158,13 +168,15 @@ def test_golden_matches_runtime(case, runtime):
     allowed = allowed_lsb(case, runtime)
     assert got, "runtime exposed no outputs"
     worst = 0
-    for name in case.names:                      # execution order: the first failure is reported
+    for name in case.names:  # execution order: the first failure is reported
         if name not in got:
             continue
         diff = lsb(got[name].reshape(expected[name].shape), expected[name])
         worst = max(worst, diff)
-        assert diff <= allowed[name], (f"{case.analysis.model.name} on {runtime}: layer {name} differs by "
-                                       f"{diff} LSB from the golden (allowed {allowed[name]})")
+        assert diff <= allowed[name], (
+            f"{case.analysis.model.name} on {runtime}: layer {name} differs by "
+            f"{diff} LSB from the golden (allowed {allowed[name]})"
+        )
     MEASURED[(case.analysis.model.name, runtime)] = worst
     print(f"{case.analysis.model.name} {runtime}: max {worst} LSB over {sorted(got)}")
 
@@ -218,20 +230,23 @@ class StressCase(Case):
         self.x_q = quantize_input(self.x, self.qp.activations[INPUT], "int8")
 
 
-@pytest.fixture(scope="module", params=[(m, g) for m in STRESS_MODELS for g in STRESS_GAINS],
-                ids=lambda p: f"{p[0]}-x{p[1]:g}")
+@pytest.fixture(
+    scope="module", params=[(m, g) for m in STRESS_MODELS for g in STRESS_GAINS], ids=lambda p: f"{p[0]}-x{p[1]:g}"
+)
 def stress_case(request):
     return StressCase(*request.param)
 
 
 @pytest.mark.parametrize("runtime", golden.RUNTIMES)
 def test_golden_stress(stress_case, runtime, monkeypatch):
-    monkeypatch.setitem(globals(), "N_SAMPLES", STRESS_SAMPLES)     # the run_* helpers read it
+    monkeypatch.setitem(globals(), "N_SAMPLES", STRESS_SAMPLES)  # the run_* helpers read it
     got = run_runtime(stress_case, runtime)
     expected = stress_case.golden(runtime)
     allowed = allowed_lsb(stress_case, runtime)
     for name in stress_case.names:
         if name in got:
             diff = lsb(got[name].reshape(expected[name].shape), expected[name])
-            assert diff <= allowed[name], (f"stress {stress_case.analysis.model.name} on {runtime}: layer {name} "
-                                           f"differs by {diff} LSB (allowed {allowed[name]})")
+            assert diff <= allowed[name], (
+                f"stress {stress_case.analysis.model.name} on {runtime}: layer {name} "
+                f"differs by {diff} LSB (allowed {allowed[name]})"
+            )

@@ -4,10 +4,11 @@ Each case is a one-op int8 model written with edgeconv's own TFLite writer and f
 random int8 data. Same rounding family ⇒ 0 LSB difference; known kernel differences are
 bounded by int8_ops.KNOWN_DEVIATIONS and nothing else is loosened.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -15,10 +16,10 @@ import pytest
 pytest.importorskip("flatbuffers")
 pytest.importorskip("ai_edge_litert")
 
-from edgeconv.shapes import same_pads
-from edgeconv.export.tflite_writer import TfliteOp, TfliteTensor, build_tflite  # noqa: E402
-from edgeconv.quant import int8_ops  # noqa: E402
-from edgeconv.quant.rounding import (  # noqa: E402
+from edgeconv.core.shapes import same_pads
+from edgeconv.export.tflite_writer import TfliteOp, TfliteTensor, build_tflite
+from edgeconv.quant import int8_ops
+from edgeconv.quant.rounding import (
     multiply_by_quantized_multiplier,
     quantize_multiplier,
     requantize,
@@ -31,15 +32,17 @@ TFLM_ARENA_BYTES = 64 * 1024
 # Runtimes
 # ---------------------------------------------------------------------------------------------
 
+
 def run_litert(model: bytes, feeds, resolver: str):
     """Returns (output, delegated): delegated is True when XNNPACK took the op."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    kinds = {"ref": OpResolverType.BUILTIN_REF,
-             "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-             "xnnpack": OpResolverType.AUTO}
-    it = Interpreter(model_content=model, experimental_op_resolver_type=kinds[resolver],
-                     num_threads=1)
+    kinds = {
+        "ref": OpResolverType.BUILTIN_REF,
+        "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        "xnnpack": OpResolverType.AUTO,
+    }
+    it = Interpreter(model_content=model, experimental_op_resolver_type=kinds[resolver], num_threads=1)
     it.allocate_tensors()
     for detail, value in zip(it.get_input_details(), feeds):
         it.set_tensor(detail["index"], value)
@@ -64,12 +67,13 @@ def run_tflm(model: bytes, feeds):
 # Cases: one-op int8 models and their golden outputs
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Case:
     name: str
     model: bytes
     feeds: list
-    golden: Callable[[str, str], np.ndarray]    # (family, kernel) -> expected output
+    golden: Callable[[str, str], np.ndarray]  # (family, kernel) -> expected output
     op: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -111,17 +115,26 @@ def conv_case(seed, stride=(1, 1), padding="SAME", activation="NONE", k=3, cin=3
         TfliteTensor("b", (cout,), "int32", bias, b_scales, (0,) * cout, 0),
         _act("y", (1, out_h, out_w, cout), s_out, zp_out),
     ]
-    ops = [TfliteOp("CONV_2D", ("x", "w", "b"), ("y",),
-                    (("padding", padding), ("stride_h", stride[0]), ("stride_w", stride[1]),
-                     ("fused_activation", activation)))]
+    ops = [
+        TfliteOp(
+            "CONV_2D",
+            ("x", "w", "b"),
+            ("y",),
+            (("padding", padding), ("stride_h", stride[0]), ("stride_w", stride[1]), ("fused_activation", activation)),
+        )
+    ]
     lo, hi = _act_range(activation, s_out, zp_out)
 
     def golden(family, kernel):
-        return int8_ops.conv2d(x, zp_in, w, bias, stride, pads, s_in, s_w, s_out, zp_out, lo, hi, family,
-                               kernel)
+        return int8_ops.conv2d(x, zp_in, w, bias, stride, pads, s_in, s_w, s_out, zp_out, lo, hi, family, kernel)
 
-    return Case(f"conv_{padding}_s{stride[0]}_{activation}_{seed}",
-                build_tflite(tensors, ops, ["x"], ["y"]), [x], golden, "CONV_2D")
+    return Case(
+        f"conv_{padding}_s{stride[0]}_{activation}_{seed}",
+        build_tflite(tensors, ops, ["x"], ["y"]),
+        [x],
+        golden,
+        "CONV_2D",
+    )
 
 
 def depthwise_case(seed, stride=(1, 1), padding="SAME", activation="RELU6", k=3, c=8, hw=(8, 8)):
@@ -138,21 +151,37 @@ def depthwise_case(seed, stride=(1, 1), padding="SAME", activation="RELU6", k=3,
     tensors = [
         _act("x", x.shape, s_in, zp_in),
         TfliteTensor("w", w.shape, "int8", w, tuple(float(s) for s in s_w), (0,) * c, 3),
-        TfliteTensor("b", (c,), "int32", bias, tuple(float(np.float32(s_in * s)) for s in s_w),
-                     (0,) * c, 0),
+        TfliteTensor("b", (c,), "int32", bias, tuple(float(np.float32(s_in * s)) for s in s_w), (0,) * c, 0),
         _act("y", (1, out_h, out_w, c), s_out, zp_out),
     ]
-    ops = [TfliteOp("DEPTHWISE_CONV_2D", ("x", "w", "b"), ("y",),
-                    (("padding", padding), ("stride_h", stride[0]), ("stride_w", stride[1]),
-                     ("depth_multiplier", 1), ("fused_activation", activation)))]
+    ops = [
+        TfliteOp(
+            "DEPTHWISE_CONV_2D",
+            ("x", "w", "b"),
+            ("y",),
+            (
+                ("padding", padding),
+                ("stride_h", stride[0]),
+                ("stride_w", stride[1]),
+                ("depth_multiplier", 1),
+                ("fused_activation", activation),
+            ),
+        )
+    ]
     lo, hi = _act_range(activation, s_out, zp_out)
 
     def golden(family, kernel):
-        return int8_ops.depthwise_conv2d(x, zp_in, w, bias, stride, pads, s_in, s_w, s_out, zp_out,
-                                         lo, hi, family, kernel)
+        return int8_ops.depthwise_conv2d(
+            x, zp_in, w, bias, stride, pads, s_in, s_w, s_out, zp_out, lo, hi, family, kernel
+        )
 
-    return Case(f"dw_{padding}_s{stride[0]}_{activation}_{seed}",
-                build_tflite(tensors, ops, ["x"], ["y"]), [x], golden, "DEPTHWISE_CONV_2D")
+    return Case(
+        f"dw_{padding}_s{stride[0]}_{activation}_{seed}",
+        build_tflite(tensors, ops, ["x"], ["y"]),
+        [x],
+        golden,
+        "DEPTHWISE_CONV_2D",
+    )
 
 
 def fc_case(seed, cin=64, cout=10, batch=1):
@@ -172,11 +201,9 @@ def fc_case(seed, cin=64, cout=10, batch=1):
     ops = [TfliteOp("FULLY_CONNECTED", ("x", "w", "b"), ("y",))]
 
     def golden(family, kernel):
-        return int8_ops.fully_connected(x, zp_in, w, bias, s_in, s_w, s_out, zp_out, family=family,
-                                        kernel=kernel)
+        return int8_ops.fully_connected(x, zp_in, w, bias, s_in, s_w, s_out, zp_out, family=family, kernel=kernel)
 
-    return Case(f"fc_{seed}", build_tflite(tensors, ops, ["x"], ["y"]), [x], golden,
-                "FULLY_CONNECTED")
+    return Case(f"fc_{seed}", build_tflite(tensors, ops, ["x"], ["y"]), [x], golden, "FULLY_CONNECTED")
 
 
 def pool_case(seed, opcode, filter_hw=(2, 2), stride=(2, 2), padding="VALID", hw=(7, 7), c=4):
@@ -187,17 +214,33 @@ def pool_case(seed, opcode, filter_hw=(2, 2), stride=(2, 2), padding="VALID", hw
     out_h = (hw[0] + pads[0] + pads[2] - filter_hw[0]) // stride[0] + 1
     out_w = (hw[1] + pads[1] + pads[3] - filter_hw[1]) // stride[1] + 1
     tensors = [_act("x", x.shape, s, zp), _act("y", (1, out_h, out_w, c), s, zp)]
-    ops = [TfliteOp(opcode, ("x",), ("y",),
-                    (("padding", padding), ("stride_h", stride[0]), ("stride_w", stride[1]),
-                     ("filter_h", filter_hw[0]), ("filter_w", filter_hw[1])))]
+    ops = [
+        TfliteOp(
+            opcode,
+            ("x",),
+            ("y",),
+            (
+                ("padding", padding),
+                ("stride_h", stride[0]),
+                ("stride_w", stride[1]),
+                ("filter_h", filter_hw[0]),
+                ("filter_w", filter_hw[1]),
+            ),
+        )
+    ]
 
     def golden(family, kernel):
         if opcode == "MAX_POOL_2D":
             return int8_ops.max_pool(x, filter_hw, stride, pads)
         return int8_ops.avg_pool(x, filter_hw, stride, pads, family=family)
 
-    return Case(f"{opcode.lower()}_{padding}_{filter_hw[0]}_{seed}",
-                build_tflite(tensors, ops, ["x"], ["y"]), [x], golden, opcode)
+    return Case(
+        f"{opcode.lower()}_{padding}_{filter_hw[0]}_{seed}",
+        build_tflite(tensors, ops, ["x"], ["y"]),
+        [x],
+        golden,
+        opcode,
+    )
 
 
 def mean_case(seed, hw=(5, 5), c=16, same_scale=False):
@@ -208,16 +251,23 @@ def mean_case(seed, hw=(5, 5), c=16, same_scale=False):
     else:
         s_out, zp_out = np.float32(0.01 + rng.random() * 0.03), int(rng.integers(-30, 30))
     x = _rand_int8(rng, (1, hw[0], hw[1], c))
-    tensors = [_act("x", x.shape, s_in, zp_in),
-               TfliteTensor("axes", (2,), "int32", np.array([1, 2], np.int32)),
-               _act("y", (1, 1, 1, c), s_out, zp_out)]
+    tensors = [
+        _act("x", x.shape, s_in, zp_in),
+        TfliteTensor("axes", (2,), "int32", np.array([1, 2], np.int32)),
+        _act("y", (1, 1, 1, c), s_out, zp_out),
+    ]
     ops = [TfliteOp("MEAN", ("x", "axes"), ("y",), (("keep_dims", True),))]
 
     def golden(family, kernel):
         return int8_ops.mean(x, zp_in, s_in, s_out, zp_out, kernel=kernel, family=family)
 
-    return Case(f"mean_{'same' if same_scale else 'rescale'}_{hw[0]}_{seed}",
-                build_tflite(tensors, ops, ["x"], ["y"]), [x], golden, "MEAN")
+    return Case(
+        f"mean_{'same' if same_scale else 'rescale'}_{hw[0]}_{seed}",
+        build_tflite(tensors, ops, ["x"], ["y"]),
+        [x],
+        golden,
+        "MEAN",
+    )
 
 
 def add_case(seed, activation="NONE", shape=(1, 6, 6, 8)):
@@ -233,8 +283,7 @@ def add_case(seed, activation="NONE", shape=(1, 6, 6, 8)):
     def golden(family, kernel):
         return int8_ops.add(a, zp_a, s_a, b, zp_b, s_b, s_o, zp_o, lo, hi, family=family)
 
-    return Case(f"add_{activation}_{seed}", build_tflite(tensors, ops, ["a", "b"], ["y"]), [a, b],
-                golden, "ADD")
+    return Case(f"add_{activation}_{seed}", build_tflite(tensors, ops, ["a", "b"], ["y"]), [a, b], golden, "ADD")
 
 
 def softmax_case(seed, n=10, batch=4):
@@ -255,13 +304,17 @@ def pad_reshape_case(seed):
     s, zp = np.float32(0.05), int(rng.integers(-30, 30))
     x = _rand_int8(rng, (1, 4, 5, 3))
     paddings = np.array([[0, 0], [1, 2], [2, 1], [0, 0]], np.int32)
-    tensors = [_act("x", x.shape, s, zp),
-               TfliteTensor("paddings", (4, 2), "int32", paddings),
-               _act("p", (1, 7, 8, 3), s, zp),
-               TfliteTensor("shape", (2,), "int32", np.array([1, 168], np.int32)),
-               _act("y", (1, 168), s, zp)]
-    ops = [TfliteOp("PAD", ("x", "paddings"), ("p",)),
-           TfliteOp("RESHAPE", ("p", "shape"), ("y",), (("new_shape", (1, 168)),))]
+    tensors = [
+        _act("x", x.shape, s, zp),
+        TfliteTensor("paddings", (4, 2), "int32", paddings),
+        _act("p", (1, 7, 8, 3), s, zp),
+        TfliteTensor("shape", (2,), "int32", np.array([1, 168], np.int32)),
+        _act("y", (1, 168), s, zp),
+    ]
+    ops = [
+        TfliteOp("PAD", ("x", "paddings"), ("p",)),
+        TfliteOp("RESHAPE", ("p", "shape"), ("y",), (("new_shape", (1, 168)),)),
+    ]
 
     def golden(family, kernel):
         return int8_ops.reshape(int8_ops.pad(x, paddings, zp), (1, 168))
@@ -271,18 +324,29 @@ def pad_reshape_case(seed):
 
 def _cases():
     return [
-        conv_case(0), conv_case(1, stride=(2, 2)), conv_case(2, padding="VALID", activation="RELU"),
+        conv_case(0),
+        conv_case(1, stride=(2, 2)),
+        conv_case(2, padding="VALID", activation="RELU"),
         conv_case(3, activation="RELU6", k=1, cin=16, cout=16, hw=(5, 5)),
-        depthwise_case(10), depthwise_case(11, stride=(2, 2), activation="NONE"),
+        depthwise_case(10),
+        depthwise_case(11, stride=(2, 2), activation="NONE"),
         depthwise_case(12, padding="VALID", activation="RELU"),
-        fc_case(20), fc_case(21, cin=128, cout=5, batch=3),
-        pool_case(30, "MAX_POOL_2D"), pool_case(31, "MAX_POOL_2D", (3, 3), (2, 2), "SAME"),
-        pool_case(32, "AVERAGE_POOL_2D"), pool_case(33, "AVERAGE_POOL_2D", (3, 3), (2, 2), "SAME"),
+        fc_case(20),
+        fc_case(21, cin=128, cout=5, batch=3),
+        pool_case(30, "MAX_POOL_2D"),
+        pool_case(31, "MAX_POOL_2D", (3, 3), (2, 2), "SAME"),
+        pool_case(32, "AVERAGE_POOL_2D"),
+        pool_case(33, "AVERAGE_POOL_2D", (3, 3), (2, 2), "SAME"),
         pool_case(34, "AVERAGE_POOL_2D", (3, 3), (1, 1), "SAME", hw=(6, 6)),
-        mean_case(40), mean_case(41, hw=(7, 7)), mean_case(42, same_scale=True),
+        mean_case(40),
+        mean_case(41, hw=(7, 7)),
+        mean_case(42, same_scale=True),
         mean_case(43, hw=(4, 4), c=32),
-        add_case(50), add_case(51, activation="RELU"), add_case(52),
-        softmax_case(60), softmax_case(61, n=100, batch=2),
+        add_case(50),
+        add_case(51, activation="RELU"),
+        add_case(52),
+        softmax_case(60),
+        softmax_case(61, n=100, batch=2),
         pad_reshape_case(70),
     ]
 
@@ -351,21 +415,24 @@ def test_kernel_variants_differ_by_at_most_the_recorded_bound(op):
     """The recorded max_lsb between runtimes holds on the test cases."""
     worst = 0
     for case in (c for c in CASES if c.op == op):
-        outs = [case.golden(*int8_ops.golden_variant(op, rt))
-                for rt in KNOWN_RUNTIMES if rt in int8_ops.KNOWN_DEVIATIONS[op]["runtimes"]]
+        outs = [
+            case.golden(*int8_ops.golden_variant(op, rt))
+            for rt in KNOWN_RUNTIMES
+            if rt in int8_ops.KNOWN_DEVIATIONS[op]["runtimes"]
+        ]
         worst = max(worst, max(_lsb(a, b) for a in outs for b in outs))
     assert worst <= int8_ops.KNOWN_DEVIATIONS[op]["max_lsb"]
-
 
 
 # ---------------------------------------------------------------------------------------------
 # Rounding primitives
 # ---------------------------------------------------------------------------------------------
 
+
 def test_quantize_multiplier_matches_frexp_contract():
-    for real in (0.5, 0.75, 1.0, 1e-3, 0.123456789, 3.5, 2.0 ** -40):
+    for real in (0.5, 0.75, 1.0, 1e-3, 0.123456789, 3.5, 2.0**-40):
         q31, shift = quantize_multiplier(real)
-        if real < 2.0 ** -32:
+        if real < 2.0**-32:
             assert (q31, shift) == (0, 0)
             continue
         assert (1 << 30) <= q31 < (1 << 31)
@@ -387,8 +454,8 @@ def test_requantize_families_differ_only_at_ties():
     acc = np.array([[10, -10, 14, 1000]])
     tfl = requantize(acc, 0.25, 1.0, 1.0, 0, -128, 127, "tflite")
     fp32 = requantize(acc, 0.25, 1.0, 1.0, 0, -128, 127, "fp32")
-    assert tfl.tolist() == [[3, -3, 4, 127]]        # 2.5 → 3, −2.5 → −3, 3.5 → 4
-    assert fp32.tolist() == [[2, -2, 4, 127]]       # half to even
+    assert tfl.tolist() == [[3, -3, 4, 127]]  # 2.5 → 3, −2.5 → −3, 3.5 → 4
+    assert fp32.tolist() == [[2, -2, 4, 127]]  # half to even
     with pytest.raises(ValueError):
         requantize(acc, 0.5, 1.0, 1.0, 0, -128, 127, "other")
 
@@ -396,6 +463,7 @@ def test_requantize_families_differ_only_at_ties():
 # ---------------------------------------------------------------------------------------------
 # ADD: every (a, b) pair of int8 values, scales chosen to produce ties and near-ties
 # ---------------------------------------------------------------------------------------------
+
 
 def _add_grid_params(seed, count=12):
     rng = np.random.default_rng(seed)
@@ -410,8 +478,10 @@ def _add_grid_params(seed, count=12):
         yield (t, s_a, s_b, s_o) + tuple(int(z) for z in rng.integers(-128, 128, 3))
 
 
-_GRID_A, _GRID_B = (g.reshape(1, 256, 16, 16).astype(np.int8)
-                    for g in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128), indexing="ij"))
+_GRID_A, _GRID_B = (
+    g.reshape(1, 256, 16, 16).astype(np.int8)
+    for g in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128), indexing="ij")
+)
 
 
 def test_add_xnnpack_exhaustive():
@@ -438,15 +508,23 @@ def test_add_ort_exhaustive():
     from edgeconv.quant.golden import ort_add
 
     def session(s_a, zp_a, s_b, zp_b, s_o, zp_o, shape):
-        inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("sa", s_a), ("sb", s_b), ("so", s_o))]
-        inits += [numpy_helper.from_array(np.array(v + 128, np.uint8), n) for n, v in (("za", zp_a), ("zb", zp_b), ("zo", zp_o))]
-        nodes = [helper.make_node("DequantizeLinear", ["a", "sa", "za"], ["af"]),
-                 helper.make_node("DequantizeLinear", ["b", "sb", "zb"], ["bf"]),
-                 helper.make_node("Add", ["af", "bf"], ["yf"]),
-                 helper.make_node("QuantizeLinear", ["yf", "so", "zo"], ["y"])]
+        inits = [
+            numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("sa", s_a), ("sb", s_b), ("so", s_o))
+        ]
+        inits += [
+            numpy_helper.from_array(np.array(v + 128, np.uint8), n)
+            for n, v in (("za", zp_a), ("zb", zp_b), ("zo", zp_o))
+        ]
+        nodes = [
+            helper.make_node("DequantizeLinear", ["a", "sa", "za"], ["af"]),
+            helper.make_node("DequantizeLinear", ["b", "sb", "zb"], ["bf"]),
+            helper.make_node("Add", ["af", "bf"], ["yf"]),
+            helper.make_node("QuantizeLinear", ["yf", "so", "zo"], ["y"]),
+        ]
         io = [helper.make_tensor_value_info(n, TensorProto.UINT8, shape) for n in ("a", "b", "y")]
-        model = helper.make_model(helper.make_graph(nodes, "add", io[:2], io[2:], inits),
-                                  opset_imports=[helper.make_opsetid("", 17)])
+        model = helper.make_model(
+            helper.make_graph(nodes, "add", io[:2], io[2:], inits), opset_imports=[helper.make_opsetid("", 17)]
+        )
         model.ir_version = 8
         so = ort.SessionOptions()
         so.log_severity_level = 3

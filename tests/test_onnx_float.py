@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-
 from conftest import random_input
-from edgeconv import reference
-from edgeconv.weights import init_weights
+
+from edgeconv.core import reference
+from edgeconv.core.weights import init_weights
 
 onnx = pytest.importorskip("onnx")
 from onnx import shape_inference  # noqa: E402
@@ -16,12 +16,15 @@ def test_passes_the_full_checker_and_shape_inference_gives_the_ir_shapes(analysi
     onnx.checker.check_model(proto, full_check=True)
     assert proto.opset_import[0].version == OPSET >= 17
     inferred = shape_inference.infer_shapes(proto, strict_mode=True)
-    dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-            for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    dims = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in list(inferred.graph.value_info) + list(inferred.graph.output)
+    }
     for info in analysis.layers:
         assert dims[info.name] == tensor_onnx_shape(analysis, info.name), info.name
-    assert [n.name for n in proto.graph.node if n.op_type in ("Conv", "Gemm")] == \
-        [i.name for i in analysis.layers if i.op in ("conv2d", "depthwise_conv2d", "dense")]
+    assert [n.name for n in proto.graph.node if n.op_type in ("Conv", "Gemm")] == [
+        i.name for i in analysis.layers if i.op in ("conv2d", "depthwise_conv2d", "dense")
+    ]
 
 
 def test_same_inputs_and_seed_give_identical_bytes(analysis):
@@ -45,9 +48,9 @@ def test_onnxruntime_matches_the_numpy_reference_at_every_layer(analysis):
     x = random_input(analysis, n=2)
     expected = reference.run(analysis, weights, x, keep_all=True)
     for i in range(len(x)):
-        got = dict(zip(output_names, session.run(None, {"input": x[i:i + 1].transpose(0, 3, 1, 2)})))
+        got = dict(zip(output_names, session.run(None, {"input": x[i : i + 1].transpose(0, 3, 1, 2)})))
         for name in names:
-            want = expected[name][i:i + 1]
+            want = expected[name][i : i + 1]
             # relative to the tensor's magnitude: 1e-5 of its largest value
             assert np.abs(_nhwc(got[name]) - want).max() <= 1e-5 * np.abs(want).max(), name
 

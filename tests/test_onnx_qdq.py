@@ -4,6 +4,7 @@ Machine note: on x86 CPUs without VNNI (AVX2 only) ORT's u8×s8 kernels add pair
 int16 with saturation, which costs ≈12 dB of SQNR on these nets; the accuracy tests set ORT's
 "session.x64quantprecision" = "1" (exact int32 accumulation). The fusion tests use ORT's defaults.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -14,15 +15,15 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from edgeconv import reference  # noqa: E402
+from edgeconv.core import reference  # noqa: E402
+from edgeconv.core.graph import analyze  # noqa: E402
+from edgeconv.core.ir import INPUT  # noqa: E402
+from edgeconv.core.weights import init_weights  # noqa: E402
 from edgeconv.export.onnx_float import IR_VERSION, OPSET  # noqa: E402
 from edgeconv.export.onnx_qdq import build_qdq_onnx, quantize_input  # noqa: E402
-from edgeconv.graph import analyze  # noqa: E402
-from edgeconv.ir import INPUT  # noqa: E402
+from edgeconv.plan.recipes import load_recipe, recipe_names  # noqa: E402
 from edgeconv.quant import calibrate as cal  # noqa: E402
 from edgeconv.quant.quantize import dequantize, quantize  # noqa: E402
-from edgeconv.recipes import load_recipe, recipe_names  # noqa: E402
-from edgeconv.weights import init_weights  # noqa: E402
 
 MIN_SQNR_DB = 25.0
 N_INPUTS = 4
@@ -55,14 +56,14 @@ def run(sess, analysis, qp, x, dtype):
     """Quantized outputs of the model for each NHWC sample in x (input quantized outside the graph)."""
     outs = []
     for i in range(x.shape[0]):
-        q = quantize_input(x[i:i + 1], qp.activations[INPUT], dtype).transpose(0, 3, 1, 2)
+        q = quantize_input(x[i : i + 1], qp.activations[INPUT], dtype).transpose(0, 3, 1, 2)
         outs.append(sess.run(None, {INPUT: np.ascontiguousarray(q)})[0])
     return np.concatenate(outs)
 
 
 def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
     ref, got = ref.astype(np.float64).reshape(-1), got.astype(np.float64).reshape(-1)
-    return float(10 * np.log10(np.sum(ref ** 2) / np.sum((ref - got) ** 2)))
+    return float(10 * np.log10(np.sum(ref**2) / np.sum((ref - got) ** 2)))
 
 
 def test_passes_the_full_onnx_check(case):
@@ -94,8 +95,9 @@ def test_layout_and_tensor_names(case):
             assert inits[f"{name}.bias"].data_type == onnx.TensorProto.INT32
             dq = produced[f"{name}.weight.dq"]
             assert dq.op_type == "DequantizeLinear" and dq.attribute[0].name == "axis" and dq.attribute[0].i == 0
-            np.testing.assert_array_equal(onnx.numpy_helper.to_array(inits[f"{name}.bias.scale"]),
-                                          qp.biases[name].scale_array())
+            np.testing.assert_array_equal(
+                onnx.numpy_helper.to_array(inits[f"{name}.bias.scale"]), qp.biases[name].scale_array()
+            )
         for name, tq in qp.activations.items():
             assert onnx.numpy_helper.to_array(inits[f"{name}.scale"]).shape == ()  # per-tensor: scalars
             assert float(onnx.numpy_helper.to_array(inits[f"{name}.scale"])) == tq.scale[0]
@@ -150,27 +152,34 @@ def test_int8_convs_fuse_into_qlinearconv(case, tmp_path):
     print(f"{analysis.model.name} int8 optimized graph: {dict(sorted(ops.items()))}")
     if ops["QLinearConv"] != n_conv:
         # Known runtime behaviour, not an export defect: see DESIGN.md §5 (uint8 is the portable choice).
-        pytest.xfail(f"ORT {ort.__version__} on this CPU fused {ops['QLinearConv']} of {n_conv} int8 convs "
-                     f"(here the unfused ones read the graph input or a tensor with several consumers; seen on an "
-                     f"AVX2 CPU without VNNI, DESIGN.md §5 reports full int8 fusion on VNNI machines)")
+        pytest.xfail(
+            f"ORT {ort.__version__} on this CPU fused {ops['QLinearConv']} of {n_conv} int8 convs "
+            f"(here the unfused ones read the graph input or a tensor with several consumers; seen on an "
+            f"AVX2 CPU without VNNI, DESIGN.md §5 reports full int8 fusion on VNNI machines)"
+        )
 
 
 def test_quantize_input_matches_onnx_quantizelinear(case):
     """The one input rounding rule equals ONNX QuantizeLinear (x / scale in float32, ties to even)."""
     analysis, _, qp, _ = case
     from onnx import TensorProto, helper
+
     tq = qp.activations[INPUT]
     x = cal.synthetic_calibration_set(analysis, 1, seed=3) * 3
     ties = (np.arange(-200, 200, dtype=np.float32) + 0.5) * np.float32(tq.scale[0])
-    x.reshape(-1)[:ties.size] = ties
+    x.reshape(-1)[: ties.size] = ties
     for dtype, elem in (("uint8", TensorProto.UINT8), ("int8", TensorProto.INT8)):
         zp = tq.zero_point[0] + (128 if dtype == "uint8" else 0)
         graph = helper.make_graph(
-            [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])], "q",
+            [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])],
+            "q",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
             [helper.make_tensor_value_info("y", elem, list(x.shape))],
-            initializer=[onnx.numpy_helper.from_array(np.array(tq.scale[0], np.float32), "s"),
-                         onnx.numpy_helper.from_array(np.array(zp, np.dtype(dtype)), "z")])
+            initializer=[
+                onnx.numpy_helper.from_array(np.array(tq.scale[0], np.float32), "s"),
+                onnx.numpy_helper.from_array(np.array(zp, np.dtype(dtype)), "z"),
+            ],
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
         model.ir_version = IR_VERSION
         expected = session(model, precise=False).run(None, {"x": x})[0]

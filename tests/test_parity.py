@@ -1,5 +1,6 @@
 """`edgeconv parity`: verdicts, reports, exit codes, and the first diverging layer found in a
 deliberately broken artifact."""
+
 import json
 import xml.etree.ElementTree as ET
 
@@ -7,12 +8,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeconv.artifacts import load_build
-from edgeconv.build import BuildRequest, run_build
+from edgeconv.artifacts.build import BuildRequest, run_build
+from edgeconv.artifacts.folder import load_build
 from edgeconv.cli import cli
+from edgeconv.core import reference
 from edgeconv.parity.run import check_target, parity_inputs
-from edgeconv import reference
-from edgeconv.targets import load_target
+from edgeconv.plan.targets import load_target
 
 RUNTIMES = {"cpu": "onnxruntime", "arm": "ai_edge_litert", "npu": "onnxruntime_qnn", "mcu": "tflite_micro"}
 FAULTY_LAYER = "s2_conv2"
@@ -54,7 +55,8 @@ def _break_onnx(path, initializer: str) -> None:
     for i, init in enumerate(model.graph.initializer):
         if init.name == initializer:
             model.graph.initializer[i].CopyFrom(
-                numpy_helper.from_array(_negate_channels(numpy_helper.to_array(init)), initializer))
+                numpy_helper.from_array(_negate_channels(numpy_helper.to_array(init)), initializer)
+            )
     path.write_bytes(model.SerializeToString())
 
 
@@ -111,7 +113,9 @@ def test_cli_failure_exits_1_with_junit_failures(resnet8, tmp_path):
     pytest.importorskip("ai_edge_litert")
     profile = tmp_path / "strict.toml"
     text = open(load_target("arm").source).read()
-    profile.write_text(text.replace('name = "arm"', 'name = "strict"').replace("min_sqnr_db = 25.0", "min_sqnr_db = 60.0"))
+    profile.write_text(
+        text.replace('name = "arm"', 'name = "strict"').replace("min_sqnr_db = 25.0", "min_sqnr_db = 60.0")
+    )
     junit = tmp_path / "fail.xml"
     r = _invoke("parity", resnet8, "--targets", profile, "--junit", junit)
     assert r.exit_code == 1
@@ -124,19 +128,24 @@ def test_cli_failure_exits_1_with_junit_failures(resnet8, tmp_path):
 def test_missing_runtime_exits_2_naming_the_package(resnet8, tmp_path):
     profile = tmp_path / "ghost.toml"
     text = open(load_target("cpu").source).read()
-    profile.write_text(text.replace('name = "cpu"', 'name = "ghost"')
-                       .replace('packages = ["onnxruntime"]', 'packages = ["ghost-runtime"]')
-                       .replace('modules = ["onnxruntime"]', 'modules = ["ghost_runtime_module"]'))
+    profile.write_text(
+        text.replace('name = "cpu"', 'name = "ghost"')
+        .replace('packages = ["onnxruntime"]', 'packages = ["ghost-runtime"]')
+        .replace('modules = ["onnxruntime"]', 'modules = ["ghost_runtime_module"]')
+    )
     r = _invoke("parity", resnet8, "--targets", profile)
     assert r.exit_code == 2
     assert "ghost-runtime" in r.stderr and "pip install" in r.stderr
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--targets", "cpu,tpu"], "expected one of"),
-    (["--targets", ","], "comma-separated"),
-    (["--samples", "4"], "at least 32"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--targets", "cpu,tpu"], "expected one of"),
+        (["--targets", ","], "comma-separated"),
+        (["--samples", "4"], "at least 32"),
+    ],
+)
 def test_bad_usage_exits_2(resnet8, args, needle):
     r = _invoke("parity", resnet8, *args)
     assert r.exit_code == 2 and needle in r.stderr

@@ -1,19 +1,19 @@
 """Metrics on hand-made arrays with known values, and the tolerance policy at its thresholds."""
+
 import math
 
 import numpy as np
 import pytest
 
-from edgeconv.graph import analyze
+from edgeconv.core.graph import analyze
 from edgeconv.parity import metrics
-from edgeconv.parity.policy import (allowed_lsb, golden_runtime, lsb_check, requantizing_layers, sqnr_check,
-                                    top1_check)
-from edgeconv.recipes import load_recipe
+from edgeconv.parity.policy import allowed_lsb, golden_runtime, lsb_check, requantizing_layers, sqnr_check, top1_check
+from edgeconv.plan.recipes import load_recipe
 
 
 def test_sqnr_known_value():
-    ref = np.array([3.0, 4.0])            # power 25
-    test = ref + np.array([0.3, -0.4])   # noise power 0.25 -> ratio 100 -> 20 dB
+    ref = np.array([3.0, 4.0])  # power 25
+    test = ref + np.array([0.3, -0.4])  # noise power 0.25 -> ratio 100 -> 20 dB
     assert metrics.sqnr_db(ref, test) == pytest.approx(20.0)
     assert metrics.sqnr_db(ref, ref) == math.inf
 
@@ -47,8 +47,10 @@ def test_requantizing_layers_counts_ops_that_rescale():
     assert requantizing_layers(a, upto="pool1") == 2
 
 
-@pytest.mark.parametrize("policy,n,expected", [("exact", 9, 0), ("cross_family", 1, 1), ("cross_family", 2, 2),
-                                               ("cross_family", 3, 3), ("cross_family", 12, 3)])
+@pytest.mark.parametrize(
+    "policy,n,expected",
+    [("exact", 9, 0), ("cross_family", 1, 1), ("cross_family", 2, 2), ("cross_family", 3, 3), ("cross_family", 12, 3)],
+)
 def test_allowed_lsb(policy, n, expected):
     assert allowed_lsb(policy, 3, n) == expected
 

@@ -1,10 +1,10 @@
 import pytest
 
-from edgeconv.errors import InfeasibleError
-from edgeconv.graph import analyze
-from edgeconv.ir import InputSpec
-from edgeconv.memory import estimate
-from edgeconv.planner import Budgets, TargetLimits, candidate_model, plan, search
+from edgeconv.core.errors import InfeasibleError
+from edgeconv.core.graph import analyze
+from edgeconv.core.ir import InputSpec
+from edgeconv.plan.memory import estimate
+from edgeconv.plan.planner import Budgets, TargetLimits, candidate_model, plan, search
 
 INPUT = InputSpec(32, 32, 3)
 BUDGETS = [32_000, 64_000, 128_000, 256_000, 512_000, 1_000_000]
@@ -25,7 +25,9 @@ def test_search_predictions_equal_the_analysis_of_the_built_model():
     for c in candidates:
         a = analyze(candidate_model(c, INPUT, 10))
         m = estimate(a)
-        assert (c.params, c.macs, c.model_bytes, c.peak_ram) == (a.params, a.macs, m.model_bytes, m.peak_ram_bytes), c.name
+        assert (c.params, c.macs, c.model_bytes, c.peak_ram) == (a.params, a.macs, m.model_bytes, m.peak_ram_bytes), (
+            c.name
+        )
 
 
 def test_larger_budget_never_lowers_the_objective():

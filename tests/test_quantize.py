@@ -1,18 +1,25 @@
 """QuantParams from calibrated ranges: the int8 rules of DESIGN.md §5, for every recipe."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edgeconv.errors import InputError
-from edgeconv.graph import analyze
-from edgeconv.ir import INPUT, Activation
+from edgeconv.core.errors import InputError
+from edgeconv.core.graph import analyze
+from edgeconv.core.ir import INPUT, Activation
+from edgeconv.core.weights import init_weights
+from edgeconv.plan.recipes import load_recipe, recipe_names
 from edgeconv.quant import calibrate as cal
 from edgeconv.quant.params import TensorQuant
-from edgeconv.quant.quantize import (activation_quant, dequantize, fold_activation, quantize, quantize_input,
-                                     weight_quant)
-from edgeconv.recipes import load_recipe, recipe_names
-from edgeconv.weights import init_weights
+from edgeconv.quant.quantize import (
+    activation_quant,
+    dequantize,
+    fold_activation,
+    quantize,
+    quantize_input,
+    weight_quant,
+)
 
 
 @pytest.fixture(scope="module", params=recipe_names())
@@ -86,7 +93,9 @@ def test_bias_scale_is_the_float32_product_and_q_bias_matches(quantized):
         assert tq.dtype == "int32" and tq.axis == 0 and set(tq.zero_point) == {0}
         q = qp.q_biases[name]
         assert q.dtype == np.int32
-        np.testing.assert_array_equal(q, np.rint(weights[f"{name}.bias"].astype(np.float64) / expected.astype(np.float64)))
+        np.testing.assert_array_equal(
+            q, np.rint(weights[f"{name}.bias"].astype(np.float64) / expected.astype(np.float64))
+        )
 
 
 def test_quantize_is_deterministic(quantized):
@@ -108,6 +117,7 @@ def test_missing_range_names_the_tensor(quantized):
 
 
 # ---- the arithmetic rules -----------------------------------------------------------------
+
 
 def test_activation_range_is_widened_to_include_zero():
     assert activation_quant(1.0, 3.0) == activation_quant(0.0, 3.0)
@@ -158,12 +168,12 @@ def test_quantize_input_keeps_the_layout(quantized):
 
 def test_global_average_pool_gets_its_own_range():
     """MEAN requantizes, so its output uses its own (narrower) calibrated range."""
-    from edgeconv.graph import analyze
-    from edgeconv.ir import InputSpec
-    from edgeconv.planner import Budgets, plan
+    from edgeconv.core.graph import analyze
+    from edgeconv.core.ir import InputSpec
+    from edgeconv.core.weights import init_weights
+    from edgeconv.plan.planner import Budgets, plan
     from edgeconv.quant.calibrate import calibrate, synthetic_calibration_set
     from edgeconv.quant.quantize import quantize
-    from edgeconv.weights import init_weights
 
     analysis = analyze(plan(InputSpec(32, 32, 3), 10, Budgets(16_000, 256_000)).model)
     gap = next(layer for layer in analysis.model.layers if layer.op == "global_avg_pool")

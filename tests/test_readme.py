@@ -1,4 +1,5 @@
 """The README's two set-up commands are what CI runs."""
+
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,10 +1,10 @@
 import pytest
 
-from edgeconv.errors import InputError, ShapeError
-from edgeconv.graph import analyze
-from edgeconv.ir import Conv2d, InputSpec, chain
-from edgeconv.memory import peak_activation_ram
-from edgeconv.recipes import load_recipe, model_from_dict, model_to_dict, recipe_names
+from edgeconv.core.errors import InputError, ShapeError
+from edgeconv.core.graph import analyze
+from edgeconv.core.ir import Conv2d, InputSpec, chain
+from edgeconv.plan.memory import peak_activation_ram
+from edgeconv.plan.recipes import load_recipe, model_from_dict, model_to_dict, recipe_names
 
 
 def test_resnet8_matches_mlperf_tiny():
@@ -48,11 +48,20 @@ def _recipe(**overrides):
     return {"name": "m", "input": [8, 8, 1], "layers": [layer]}
 
 
-@pytest.mark.parametrize("override,field", [
-    ({"filters": 0}, "filters"), ({"kernel": [3]}, "kernel"), ({"kernel": 0}, "kernel"),
-    ({"stride": 0}, "stride"), ({"padding": "full"}, "padding"), ({"activation": "gelu"}, "activation"),
-    ({"op": "conv3d"}, "op"), ({"dilation": 2}, "dilation"), ({"inputs": 3}, "inputs"),
-])
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ({"filters": 0}, "filters"),
+        ({"kernel": [3]}, "kernel"),
+        ({"kernel": 0}, "kernel"),
+        ({"stride": 0}, "stride"),
+        ({"padding": "full"}, "padding"),
+        ({"activation": "gelu"}, "activation"),
+        ({"op": "conv3d"}, "op"),
+        ({"dilation": 2}, "dilation"),
+        ({"inputs": 3}, "inputs"),
+    ],
+)
 def test_bad_field_names_file_layer_and_field(override, field):
     with pytest.raises(InputError) as err:
         model_from_dict(_recipe(**override), "models/m.toml")
@@ -86,8 +95,10 @@ def test_missing_and_malformed_recipe_files(tmp_path):
 
 def test_add_of_different_shapes_is_refused():
     model = chain("m", InputSpec(8, 8, 3), [Conv2d("a", 4, (3, 3)), Conv2d("b", 8, (3, 3))])
-    from edgeconv.ir import Add
-    model = chain("m", InputSpec(8, 8, 3), [Conv2d("a", 4, (3, 3)), Conv2d("b", 8, (3, 3)),
-                                            Add("j", inputs=("a", "b"))])
+    from edgeconv.core.ir import Add
+
+    model = chain(
+        "m", InputSpec(8, 8, 3), [Conv2d("a", 4, (3, 3)), Conv2d("b", 8, (3, 3)), Add("j", inputs=("a", "b"))]
+    )
     with pytest.raises(ShapeError, match="add needs equal shapes, got a 8x8x4 and b 8x8x8"):
         analyze(model)

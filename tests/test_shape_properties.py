@@ -1,12 +1,14 @@
 """Property tests: the shape math equals ONNX shape inference and what onnxruntime produces."""
+
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from edgeconv.errors import ShapeError
-from edgeconv.graph import analyze
-from edgeconv.ir import Activation, AvgPool, Conv2d, DepthwiseConv2d, InputSpec, MaxPool, chain
-from edgeconv.weights import init_weights
+from edgeconv.core.errors import ShapeError
+from edgeconv.core.graph import analyze
+from edgeconv.core.ir import Activation, AvgPool, Conv2d, DepthwiseConv2d, InputSpec, MaxPool, chain
+from edgeconv.core.weights import init_weights
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -26,8 +28,14 @@ def one_layer_models(draw):
     pad = draw(padding)
     kind = draw(st.sampled_from(["conv", "depthwise", "max", "avg"]))
     if kind == "conv":
-        layer = Conv2d("layer", filters=draw(st.integers(1, 8)), kernel=kernel, stride=stride, padding=pad,
-                       activation=Activation.RELU)
+        layer = Conv2d(
+            "layer",
+            filters=draw(st.integers(1, 8)),
+            kernel=kernel,
+            stride=stride,
+            padding=pad,
+            activation=Activation.RELU,
+        )
     elif kind == "depthwise":
         layer = DepthwiseConv2d("layer", kernel=kernel, stride=stride, padding=pad)
     elif kind == "max":
@@ -49,8 +57,10 @@ def test_shape_math_equals_onnx_inference_and_runtime(model):
         return  # refused layers have no ONNX counterpart to compare
     proto = build_float_onnx(analysis, init_weights(analysis, 0))
     inferred = shape_inference.infer_shapes(proto, strict_mode=True)
-    dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-            for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    dims = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in list(inferred.graph.value_info) + list(inferred.graph.output)
+    }
     assert dims["layer"] == tensor_onnx_shape(analysis, "layer")
     session = ort.InferenceSession(serialize(proto), providers=["CPUExecutionProvider"])
     m = model.input

@@ -1,8 +1,8 @@
 import pytest
 
-from edgeconv import shapes
-from edgeconv.errors import ShapeError
-from edgeconv.calculator import explain_layer
+from edgeconv.core import shapes
+from edgeconv.core.errors import ShapeError
+from edgeconv.plan.calculator import explain_layer
 
 
 def test_lecture_worked_example():

@@ -1,21 +1,25 @@
 """The planner's model-size prediction against the real int8 .tflite files."""
+
 import pytest
 
-from edgeconv.graph import analyze
-from edgeconv.ir import InputSpec
-from edgeconv.memory import predict_model_bytes
-from edgeconv.planner import Budgets, plan
+from edgeconv.core.graph import analyze
+from edgeconv.core.ir import InputSpec
+from edgeconv.core.weights import init_weights
+from edgeconv.plan.memory import predict_model_bytes
+from edgeconv.plan.planner import Budgets, plan
+from edgeconv.plan.recipes import load_recipe, recipe_names
 from edgeconv.quant.calibrate import calibrate, synthetic_calibration_set
 from edgeconv.quant.quantize import quantize
-from edgeconv.recipes import load_recipe, recipe_names
-from edgeconv.weights import init_weights
 
 pytest.importorskip("ai_edge_litert", reason="the .tflite writer needs ai-edge-litert's schema module")
-from edgeconv.export.tflite import build_int8_tflite  # noqa: E402
+from edgeconv.export.tflite import build_int8_tflite
 
-CASES = [*recipe_names(),
-         *[("32x32x3", b) for b in (8_000, 32_000, 128_000, 1_000_000)],
-         *[("49x10x1", b) for b in (16_000, 64_000)], ("96x96x3", 256_000)]
+CASES = [
+    *recipe_names(),
+    *[("32x32x3", b) for b in (8_000, 32_000, 128_000, 1_000_000)],
+    *[("49x10x1", b) for b in (16_000, 64_000)],
+    ("96x96x3", 256_000),
+]
 
 
 def _model(case):

@@ -1,6 +1,7 @@
 """TFLite export (export/tflite.py): both files load and run on LiteRT and TFLM, the float
 file matches the numpy reference, the int8 file has the layout the golden assumes, and
 re-export is byte-identical. (Int8 LSB parity per runtime: tests/test_golden.py.)"""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,18 +10,18 @@ import pytest
 pytest.importorskip("flatbuffers")
 pytest.importorskip("ai_edge_litert")
 
-from ai_edge_litert import schema_py_generated as fb  # noqa: E402
+from ai_edge_litert import schema_py_generated as fb
 
-from edgeconv import reference  # noqa: E402
-from edgeconv.export.tflite import build_float_tflite, build_int8_tflite, tflite_padding  # noqa: E402
-from edgeconv.graph import analyze  # noqa: E402
-from edgeconv.ir import INPUT, Activation, Conv2d, Dense, InputSpec, MaxPool, Softmax, chain  # noqa: E402
-from edgeconv.planner import Budgets, plan  # noqa: E402
-from edgeconv.quant import calibrate as cal  # noqa: E402
-from edgeconv.quant import golden  # noqa: E402
-from edgeconv.quant.quantize import quantize, quantize_input  # noqa: E402
-from edgeconv.recipes import load_recipe, recipe_names  # noqa: E402
-from edgeconv.weights import init_weights  # noqa: E402
+from edgeconv.core import reference
+from edgeconv.core.graph import analyze
+from edgeconv.core.ir import INPUT, Activation, Conv2d, Dense, InputSpec, MaxPool, Softmax, chain
+from edgeconv.core.weights import init_weights
+from edgeconv.export.tflite import build_float_tflite, build_int8_tflite, tflite_padding
+from edgeconv.plan.planner import Budgets, plan
+from edgeconv.plan.recipes import load_recipe, recipe_names
+from edgeconv.quant import calibrate as cal
+from edgeconv.quant import golden
+from edgeconv.quant.quantize import quantize, quantize_input
 
 PLANNER_BUDGETS = (16_000, 64_000)
 MODEL_IDS = recipe_names() + [f"plan{b // 1000}k" for b in PLANNER_BUDGETS] + ["pad_mix"]
@@ -29,14 +30,18 @@ FLOAT_RTOL = 1e-4
 
 def _pad_mix():
     """Explicit padding that is not TFLite SAME (PAD + VALID), a max pool and a spatial dense."""
-    return chain("pad_mix", InputSpec(8, 8, 3), [
-        Conv2d("c1", filters=8, kernel=(3, 3), padding=2, activation=Activation.RELU6),   # 10x10: PAD
-        Conv2d("c2", filters=8, kernel=(3, 3), padding="valid"),                            # 10x10 -> 8x8
-        MaxPool("mp", pool=(2, 2), stride=(1, 1), padding="same"),
-        Dense("fc", units=6, activation=Activation.RELU),
-        Dense("fc2", units=4),
-        Softmax("sm"),
-    ])
+    return chain(
+        "pad_mix",
+        InputSpec(8, 8, 3),
+        [
+            Conv2d("c1", filters=8, kernel=(3, 3), padding=2, activation=Activation.RELU6),  # 10x10: PAD
+            Conv2d("c2", filters=8, kernel=(3, 3), padding="valid"),  # 10x10 -> 8x8
+            MaxPool("mp", pool=(2, 2), stride=(1, 1), padding="same"),
+            Dense("fc", units=6, activation=Activation.RELU),
+            Dense("fc2", units=4),
+            Softmax("sm"),
+        ],
+    )
 
 
 def _model(model_id: str):
@@ -64,8 +69,12 @@ def case(request):
 def _interpreter(model: bytes, resolver: str = "BUILTIN_WITHOUT_DEFAULT_DELEGATES", keep=False):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_content=model, num_threads=1, experimental_preserve_all_tensors=keep,
-                     experimental_op_resolver_type=getattr(OpResolverType, resolver))
+    it = Interpreter(
+        model_content=model,
+        num_threads=1,
+        experimental_preserve_all_tensors=keep,
+        experimental_op_resolver_type=getattr(OpResolverType, resolver),
+    )
     it.allocate_tensors()
     return it
 
@@ -91,7 +100,7 @@ def test_float_tflite_matches_the_numpy_reference(case):
     ref = reference.run(analysis, weights, x)[analysis.model.output]
     for resolver in ("BUILTIN_REF", "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "AUTO"):
         it = _interpreter(model, resolver)
-        got = np.concatenate([_run(it, x[i:i + 1]) for i in range(x.shape[0])]).reshape(ref.shape)
+        got = np.concatenate([_run(it, x[i : i + 1]) for i in range(x.shape[0])]).reshape(ref.shape)
         scale = float(np.max(np.abs(ref)))
         assert np.max(np.abs(got - ref)) <= FLOAT_RTOL * scale, resolver
 
@@ -114,8 +123,11 @@ def test_int8_tflite_io_and_tensors(case):
     it = _interpreter(model)
     spec = analysis.model.input
     (inp,), (out,) = it.get_input_details(), it.get_output_details()
-    assert inp["name"] == INPUT and inp["dtype"] == np.int8 and list(inp["shape"]) == [1, spec.height, spec.width,
-                                                                                    spec.channels]
+    assert (
+        inp["name"] == INPUT
+        and inp["dtype"] == np.int8
+        and list(inp["shape"]) == [1, spec.height, spec.width, spec.channels]
+    )
     assert inp["quantization"] == (np.float32(qp.activations[INPUT].scale[0]), qp.activations[INPUT].zero_point[0])
     assert out["name"] == analysis.model.output and out["dtype"] == np.int8
     m = _parse(model)
@@ -141,6 +153,7 @@ def test_int8_tflite_io_and_tensors(case):
     assert y.dtype == np.int8
     pytest.importorskip("tflite_micro")
     from tflite_micro.python.tflite_micro import runtime
+
     micro = runtime.Interpreter.from_bytes(model, arena_size=512 * 1024)
     micro.set_input(x_q, 0)
     micro.invoke()
@@ -186,10 +199,13 @@ def test_pad_mix_int8_matches_golden_on_litert_ref():
     qp = _quantized(analysis, init_weights(analysis, 0))
     model = build_int8_tflite(analysis, qp)
     x_q = quantize_input(cal.synthetic_calibration_set(analysis, 4, seed=3), qp.activations[INPUT])
-    for runtime, resolver in (("litert_ref", "BUILTIN_REF"), ("litert_builtin", "BUILTIN_WITHOUT_DEFAULT_DELEGATES"),
-                              ("litert_xnnpack", "AUTO")):
+    for runtime, resolver in (
+        ("litert_ref", "BUILTIN_REF"),
+        ("litert_builtin", "BUILTIN_WITHOUT_DEFAULT_DELEGATES"),
+        ("litert_xnnpack", "AUTO"),
+    ):
         it = _interpreter(model, resolver)
-        got = np.concatenate([_run(it, x_q[i:i + 1]) for i in range(4)])
+        got = np.concatenate([_run(it, x_q[i : i + 1]) for i in range(4)])
         want = golden.run_int8(analysis, qp, x_q, runtime)[analysis.model.output]
         assert np.array_equal(got.reshape(want.shape), want), runtime
 

@@ -1,4 +1,5 @@
 """The TFLite writer: valid flatbuffers that LiteRT and TFLM load, deterministic bytes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +8,9 @@ import pytest
 pytest.importorskip("flatbuffers")
 pytest.importorskip("ai_edge_litert")
 
-from ai_edge_litert import schema_py_generated as fb  # noqa: E402
+from ai_edge_litert import schema_py_generated as fb
 
-from edgeconv.export.tflite_writer import TfliteOp, TfliteTensor, build_tflite  # noqa: E402
+from edgeconv.export.tflite_writer import TfliteOp, TfliteTensor, build_tflite
 
 
 def _float_conv_model(seed=0, with_bias=True, padding="VALID", stride=1, activation="NONE"):
@@ -17,13 +18,20 @@ def _float_conv_model(seed=0, with_bias=True, padding="VALID", stride=1, activat
     w = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
     out_hw = 3 if padding == "VALID" else 5
-    tensors = [TfliteTensor("x", (1, 5, 5, 2), "float32"),
-               TfliteTensor("w", w.shape, "float32", w),
-               TfliteTensor("b", (4,), "float32", b),
-               TfliteTensor("y", (1, out_hw, out_hw, 4), "float32")]
-    ops = [TfliteOp("CONV_2D", ("x", "w", "b" if with_bias else ""), ("y",),
-                    (("padding", padding), ("stride_w", stride), ("stride_h", stride),
-                     ("fused_activation", activation)))]
+    tensors = [
+        TfliteTensor("x", (1, 5, 5, 2), "float32"),
+        TfliteTensor("w", w.shape, "float32", w),
+        TfliteTensor("b", (4,), "float32", b),
+        TfliteTensor("y", (1, out_hw, out_hw, 4), "float32"),
+    ]
+    ops = [
+        TfliteOp(
+            "CONV_2D",
+            ("x", "w", "b" if with_bias else ""),
+            ("y",),
+            (("padding", padding), ("stride_w", stride), ("stride_h", stride), ("fused_activation", activation)),
+        )
+    ]
     return tensors, ops, w, b
 
 
@@ -34,15 +42,16 @@ def _numpy_conv_valid(x, w, b):
     out = np.zeros((1, h - kh + 1, wd - kw + 1, cout))
     for i in range(out.shape[1]):
         for j in range(out.shape[2]):
-            out[0, i, j] = np.einsum("hwc,ohwc->o", x[0, i:i + kh, j:j + kw].astype(np.float64), w)
+            out[0, i, j] = np.einsum("hwc,ohwc->o", x[0, i : i + kh, j : j + kw].astype(np.float64), w)
     return out + (0.0 if b is None else b)
 
 
 def _run_litert(model, x):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_content=model,
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it = Interpreter(
+        model_content=model, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     it.allocate_tensors()
     it.set_tensor(it.get_input_details()[0]["index"], x)
     it.invoke()
@@ -97,13 +106,12 @@ def test_model_structure():
     tensors, ops, w, _ = _float_conv_model(with_bias=False)
     model = _parse(build_tflite(tensors, ops, ["x"], ["y"], description="unit"))
     assert model.version == 3 and model.description == b"unit"
-    assert model.buffers[0].data is None                       # empty sentinel
+    assert model.buffers[0].data is None  # empty sentinel
     graph = model.subgraphs[0]
     assert [graph.tensors[i].name for i in graph.inputs] == [b"x"]
-    assert list(graph.operators[0].inputs) == [0, 1, -1]        # absent bias
+    assert list(graph.operators[0].inputs) == [0, 1, -1]  # absent bias
     assert graph.tensors[0].buffer == 0 and graph.tensors[1].buffer == 1
-    np.testing.assert_array_equal(
-        np.frombuffer(bytes(model.buffers[1].data), np.float32).reshape(w.shape), w)
+    np.testing.assert_array_equal(np.frombuffer(bytes(model.buffers[1].data), np.float32).reshape(w.shape), w)
     code = model.operatorCodes[0]
     assert code.builtinCode == fb.BuiltinOperator.CONV_2D and code.version == 3
 
@@ -111,13 +119,13 @@ def test_model_structure():
 def test_constant_buffers_are_16_byte_aligned():
     rng = np.random.default_rng(3)
     tensors = [TfliteTensor("x", (1, 7), "int8", scale=(0.1,), zero_point=(0,))]
-    for i, n in enumerate((1, 3, 7, 13)):   # odd sizes would misalign an unaligned layout
+    for i, n in enumerate((1, 3, 7, 13)):  # odd sizes would misalign an unaligned layout
         tensors.append(TfliteTensor(f"c{i}", (n,), "int8", rng.integers(-5, 5, n).astype(np.int8)))
     model = build_tflite(tensors, [], ["x"], ["x"])
     parsed = fb.Model.GetRootAsModel(model, 0)
     for i in range(1, parsed.BuffersLength()):
         buf = parsed.Buffers(i)
-        start = buf._tab.Vector(buf._tab.Offset(4))           # field "data"
+        start = buf._tab.Vector(buf._tab.Offset(4))  # field "data"
         assert start % 16 == 0, (i, start)
 
 

@@ -10,17 +10,19 @@ target is used, so importing edgeconv imports no runtime. Conventions shared by 
 - a node or op the runtime rejects is an error naming it (MissingRuntime / InputError), never a
   silent fallback.
 """
+
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
-from ..artifacts import BuiltModel
-from ..errors import MissingRuntime, UsageError
-from ..ir import INPUT
-from ..targets import Target
+from edgeconv.artifacts.folder import BuiltModel
+from edgeconv.core.errors import MissingRuntime, UsageError
+from edgeconv.core.ir import INPUT
+from edgeconv.plan.targets import Target
 
 REGISTRY = {
     "reference": "edgeconv.backends.reference",
@@ -62,13 +64,16 @@ def import_problem(target: Target, module: str) -> str | None:
     try:
         importlib.import_module(module)
     except ImportError as err:
-        return (f"target {target.name}: {module} is installed but does not import ({first_line(err)}); "
-                f"reinstall it with: pip install 'edgeconv[{target.extra}]'")
+        return (
+            f"target {target.name}: {module} is installed but does not import ({first_line(err)}); "
+            f"reinstall it with: pip install 'edgeconv[{target.extra}]'"
+        )
     return None
 
 
-def layer_outputs(build: BuiltModel, x_q: np.ndarray, layers: Sequence[str],
-                  run_exposed: Callable[[list[str]], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def layer_outputs(
+    build: BuiltModel, x_q: np.ndarray, layers: Sequence[str], run_exposed: Callable[[list[str]], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """What every run_layers shares: check the names, pass "input" through, and get the other
     tensors from `run_exposed(names)`, which runs the artifact under test with those tensors
     made graph outputs (export.expose), so a fault in the file shows up."""
@@ -107,8 +112,10 @@ def check_input(build: BuiltModel, x_q: np.ndarray, dtype: str) -> np.ndarray:
     if x_q.ndim == 3:
         x_q = x_q[None]
     if x_q.ndim != 4 or tuple(x_q.shape[1:]) != expected:
-        raise UsageError(f"input: expected shape (N, {', '.join(map(str, expected))}) (NHWC of "
-                         f"{m.width}x{m.height}x{m.channels}), got {tuple(x_q.shape)}")
+        raise UsageError(
+            f"input: expected shape (N, {', '.join(map(str, expected))}) (NHWC of "
+            f"{m.width}x{m.height}x{m.channels}), got {tuple(x_q.shape)}"
+        )
     if x_q.dtype != np.dtype(dtype):
         raise UsageError(f"input: expected quantized {dtype} values for this target, got {x_q.dtype}")
     return x_q

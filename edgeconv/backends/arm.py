@@ -15,24 +15,26 @@ run_layers. With "builtin" and "reference" the interpreter keeps every tensor
 (experimental_preserve_all_tensors=True) and a layer's output is read from the tensor named
 after the layer (export/tflite.py names them so). XNNPACK's delegate reuses its memory, so its
 intermediate tensors cannot be read back; for "xnnpack" each requested layer is computed by a
-prefix model instead (edgeconv.prefix.prefix_model: the layers that layer needs, exported with
+prefix model instead (edgeconv.core.prefix.prefix_model: the layers that layer needs, exported with
 build_int8_tflite and the build's QuantParams) run with the same resolver, so the per-layer
 values come from the same kernels as run(). Interpreters are cached per (model file, mtime)
 and per in-memory prefix model.
 """
+
 from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..artifacts import BuiltModel
-from ..errors import InputError, UsageError
-from ..targets import Target
-from . import check_input, first_line, import_problem, layer_outputs
+from edgeconv.artifacts.folder import BuiltModel
+from edgeconv.backends import check_input, first_line, import_problem, layer_outputs
+from edgeconv.core.errors import InputError, UsageError
+from edgeconv.plan.targets import Target
 
 RESOLVERS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
 
@@ -47,12 +49,13 @@ class ArmBackend:
         self.target = target
         self.kernels = str(target.option("kernels", "xnnpack"))
         if self.kernels not in RESOLVERS:
-            raise InputError(f"{target.source}, field 'options.kernels': expected one of {', '.join(RESOLVERS)}, "
-                             f"got {self.kernels!r}")
+            raise InputError(
+                f"{target.source}, field 'options.kernels': expected one of {', '.join(RESOLVERS)}, "
+                f"got {self.kernels!r}"
+            )
         threads = target.option("num_threads", 1)
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise InputError(f"{target.source}, field 'options.num_threads': expected an integer >= 1, "
-                             f"got {threads!r}")
+            raise InputError(f"{target.source}, field 'options.num_threads': expected an integer >= 1, got {threads!r}")
         self.num_threads = threads
         self._interpreters: dict[tuple, Any] = {}
 
@@ -65,14 +68,21 @@ class ArmBackend:
         try:
             from ai_edge_litert.interpreter import Interpreter, OpResolverType
         except ImportError as err:
-            raise InputError(f"target {self.target.name}: ai-edge-litert does not import ({first_line(err)}); "
-                             f"install it with: pip install 'edgeconv[{self.target.extra}]'") from None
+            raise InputError(
+                f"target {self.target.name}: ai-edge-litert does not import ({first_line(err)}); "
+                f"install it with: pip install 'edgeconv[{self.target.extra}]'"
+            ) from None
         resolver = getattr(OpResolverType, RESOLVERS[self.kernels])
         try:
             with warnings.catch_warnings():  # LiteRT warns that preserve_all_tensors costs memory: intended here
                 warnings.simplefilter("ignore", UserWarning)
-                it = Interpreter(model_path=path, model_content=content, num_threads=self.num_threads,
-                                 experimental_op_resolver_type=resolver, experimental_preserve_all_tensors=preserve)
+                it = Interpreter(
+                    model_path=path,
+                    model_content=content,
+                    num_threads=self.num_threads,
+                    experimental_op_resolver_type=resolver,
+                    experimental_preserve_all_tensors=preserve,
+                )
         except Exception as err:  # ValueError for a file that is not a TFLite flatbuffer
             raise InputError(f"{what}: LiteRT cannot load it ({first_line(err)})") from None
         try:
@@ -107,8 +117,10 @@ class ArmBackend:
             raise InputError(f"{what}: expected one input tensor, got {len(inputs)}")
         got_shape, got_dtype = tuple(int(v) for v in inputs[0]["shape"]), np.dtype(inputs[0]["dtype"])
         if got_shape != shape or got_dtype != dtype:
-            raise InputError(f"{what}: input tensor is {got_dtype} {list(got_shape)}, expected {dtype} "
-                             f"{list(shape)} for this build (files from different builds?)")
+            raise InputError(
+                f"{what}: input tensor is {got_dtype} {list(got_shape)}, expected {dtype} "
+                f"{list(shape)} for this build (files from different builds?)"
+            )
         return inputs[0]["index"]
 
     def _run(self, it, what: Any, x: np.ndarray, tensors: list[str] | None = None) -> list[np.ndarray]:
@@ -125,7 +137,7 @@ class ArmBackend:
         outs: list[list[np.ndarray]] = [[] for _ in reads]
         for i in range(x.shape[0]):
             try:
-                it.set_tensor(index, np.ascontiguousarray(x[i:i + 1]))
+                it.set_tensor(index, np.ascontiguousarray(x[i : i + 1]))
                 it.invoke()
                 for slot, read in zip(outs, reads):
                     slot.append(_to_nhwc(np.array(it.get_tensor(read))))
@@ -146,7 +158,7 @@ class ArmBackend:
             if self.kernels != "xnnpack":  # builtin kernels keep every tensor on request
                 return dict(zip(names, self._run(self.interpreter_for_file(path, preserve=True), path, x_q, names)))
             # XNNPACK reuses intermediate buffers: the tensors must be graph outputs
-            from ..export.expose import tflite_with_outputs
+            from edgeconv.export.expose import tflite_with_outputs
 
             what = f"{path} with {len(names)} layer outputs"
             it = self.interpreter_for_bytes(tflite_with_outputs(path.read_bytes(), names), what)

@@ -30,22 +30,28 @@ between exposed tensors may stay in NCHW (resnet8's QLinearAveragePool: channels
 file, 0 with every layer exposed). The integer results were identical in every case measured.
 Compare optimized graphs with SessionOptions.optimized_model_filepath when in doubt.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..artifacts import BuiltModel
-from ..errors import InputError, UsageError
-from ..ir import INPUT
-from ..targets import Target
-from . import check_input, first_line, import_problem, layer_outputs
+from edgeconv.artifacts.folder import BuiltModel
+from edgeconv.backends import check_input, first_line, import_problem, layer_outputs
+from edgeconv.core.errors import InputError, UsageError
+from edgeconv.core.ir import INPUT
+from edgeconv.plan.targets import Target
 
-OPTIMIZATION_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED",
-                       "basic": "ORT_ENABLE_BASIC", "disabled": "ORT_DISABLE_ALL"}
+OPTIMIZATION_LEVELS = {
+    "all": "ORT_ENABLE_ALL",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "basic": "ORT_ENABLE_BASIC",
+    "disabled": "ORT_DISABLE_ALL",
+}
 _ONNX_DTYPES = {"tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(float)": "float32"}
 
 
@@ -70,8 +76,10 @@ class CpuBackend:
         try:
             import onnxruntime
         except ImportError as err:
-            raise InputError(f"target {self.target.name}: onnxruntime does not import ({first_line(err)}); "
-                             f"install it with: pip install 'edgeconv[{self.target.extra}]'") from None
+            raise InputError(
+                f"target {self.target.name}: onnxruntime does not import ({first_line(err)}); "
+                f"install it with: pip install 'edgeconv[{self.target.extra}]'"
+            ) from None
         return onnxruntime
 
     def session_options(self):
@@ -81,19 +89,23 @@ class CpuBackend:
         so.log_severity_level = 3
         level = str(self.target.option("graph_optimization_level", "all"))
         if level not in OPTIMIZATION_LEVELS:
-            raise InputError(f"{self.target.source}, field 'options.graph_optimization_level': expected one of "
-                             f"{', '.join(OPTIMIZATION_LEVELS)}, got {level!r}")
+            raise InputError(
+                f"{self.target.source}, field 'options.graph_optimization_level': expected one of "
+                f"{', '.join(OPTIMIZATION_LEVELS)}, got {level!r}"
+            )
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[level])
         threads = self.target.option("intra_op_num_threads", 1)
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
-            raise InputError(f"{self.target.source}, field 'options.intra_op_num_threads': expected an integer "
-                             f">= 0, got {threads!r}")
+            raise InputError(
+                f"{self.target.source}, field 'options.intra_op_num_threads': expected an integer >= 0, got {threads!r}"
+            )
         so.intra_op_num_threads = threads
         precision = self.target.option("x64quantprecision")
         if precision is not None:
             if precision not in (0, 1) or isinstance(precision, bool):
-                raise InputError(f"{self.target.source}, field 'options.x64quantprecision': expected 0 or 1, "
-                                 f"got {precision!r}")
+                raise InputError(
+                    f"{self.target.source}, field 'options.x64quantprecision': expected 0 or 1, got {precision!r}"
+                )
             so.add_session_config_entry("session.x64quantprecision", str(int(precision)))
         return so
 
@@ -130,18 +142,21 @@ class CpuBackend:
     def _check_graph_input(sess, path: Any, shape: tuple[int, ...], dtype: str) -> None:
         inputs = sess.get_inputs()
         if len(inputs) != 1 or inputs[0].name != INPUT:
-            raise InputError(f"{path}: expected one graph input named {INPUT!r} (an edgeconv export), got "
-                             f"{[i.name for i in inputs]}")
+            raise InputError(
+                f"{path}: expected one graph input named {INPUT!r} (an edgeconv export), got {[i.name for i in inputs]}"
+            )
         got_dtype = _ONNX_DTYPES.get(inputs[0].type, inputs[0].type)
         if got_dtype != dtype or tuple(inputs[0].shape) != shape:
-            raise InputError(f"{path}: graph input is {got_dtype} {list(inputs[0].shape)}, expected {dtype} "
-                             f"{list(shape)} for this build (files from different builds?)")
+            raise InputError(
+                f"{path}: graph input is {got_dtype} {list(inputs[0].shape)}, expected {dtype} "
+                f"{list(shape)} for this build (files from different builds?)"
+            )
 
     def _run(self, sess, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
         """names' outputs for every sample of x (NHWC), each concatenated along N, NHWC."""
         outs: list[list[np.ndarray]] = [[] for _ in names]
         for i in range(x.shape[0]):
-            feed = {INPUT: np.ascontiguousarray(x[i:i + 1].transpose(0, 3, 1, 2))}
+            feed = {INPUT: np.ascontiguousarray(x[i : i + 1].transpose(0, 3, 1, 2))}
             try:
                 values = sess.run(names, feed)
             except Exception as err:
@@ -166,10 +181,11 @@ class CpuBackend:
         path = build.artifact("qdq_onnx")
 
         def run_exposed(names: list[str]) -> dict[str, np.ndarray]:
-            from ..export.expose import onnx_with_outputs  # ORT keeps the same fused kernels
+            from edgeconv.export.expose import onnx_with_outputs  # ORT keeps the same fused kernels
 
-            sess = self.session_for_bytes(onnx_with_outputs(path.read_bytes(), names),
-                                          f"{path} with {len(names)} layer outputs")
+            sess = self.session_for_bytes(
+                onnx_with_outputs(path.read_bytes(), names), f"{path} with {len(names)} layer outputs"
+            )
             return dict(zip(names, self._run(sess, x_q, names)))
 
         return layer_outputs(build, x_q, layers, run_exposed)

@@ -11,6 +11,7 @@ search agree to the byte.
 
 The TFLM target is int8-only: run_float returns None.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,17 +19,17 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from ..arena import predict_arena_bytes
-from ..artifacts import BuiltModel
-from ..errors import InputError, UsageError
-from ..sizes import parse_size
-from ..targets import Target
-from . import check_input, layer_outputs
+from edgeconv.artifacts.folder import BuiltModel
+from edgeconv.backends import check_input, layer_outputs
+from edgeconv.core.errors import InputError, UsageError
+from edgeconv.core.sizes import parse_size
+from edgeconv.plan.arena import predict_arena_bytes
+from edgeconv.plan.targets import Target
 
 ALIGN = 16
 _TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
@@ -38,11 +39,11 @@ _TAIL = re.compile(r"Arena allocation tail (\d+) bytes")
 
 @dataclass(frozen=True)
 class ArenaReport:
-    measured_bytes: int          # smallest arena that runs the model (verified)
-    predicted_bytes: int         # arena.predict_arena_bytes(analysis)
-    head_bytes: int | None       # non-persistent part: planned activations (and planner scratch)
-    tail_bytes: int | None       # persistent part: tensor structs, op data, quantization data
-    method: str                  # "print_allocations" or "binary_search"
+    measured_bytes: int  # smallest arena that runs the model (verified)
+    predicted_bytes: int  # arena.predict_arena_bytes(analysis)
+    head_bytes: int | None  # non-persistent part: planned activations (and planner scratch)
+    tail_bytes: int | None  # persistent part: tensor structs, op data, quantization data
+    method: str  # "print_allocations" or "binary_search"
 
     @property
     def ratio(self) -> float:
@@ -114,7 +115,7 @@ def measure_model_arena(model: bytes, start: int = 1 << 20) -> tuple[int, int | 
         n = int(total.group(1))
         if _try_interpreter(model, n)[0] is not None:
             return n, head_b, tail_b, "print_allocations"
-    lo, hi = 0, big                       # lo fails (or 0), hi runs
+    lo, hi = 0, big  # lo fails (or 0), hi runs
     while hi - lo > ALIGN:
         mid = (lo + hi) // 2 // ALIGN * ALIGN
         if mid <= lo:
@@ -137,7 +138,7 @@ def parse_arena(value, where: str) -> int | None:
             return parse_size(value, where)
         except UsageError as err:
             raise InputError(str(err)) from None
-    raise InputError(f"{where}: expected \"auto\" or a size like 96KB, got {value!r}")
+    raise InputError(f'{where}: expected "auto" or a size like 96KB, got {value!r}')
 
 
 class McuBackend:
@@ -170,9 +171,11 @@ class McuBackend:
         if it is None:
             needed = self._measure(model)[0]
             if needed > arena:
-                raise InputError(f"mcu: {label}: a {arena}-byte TFLM arena is too small, the model needs "
-                                 f"{needed} bytes (set options.arena = \"{needed}\" or \"auto\" in "
-                                 f"{self.target.source})")
+                raise InputError(
+                    f"mcu: {label}: a {arena}-byte TFLM arena is too small, the model needs "
+                    f'{needed} bytes (set options.arena = "{needed}" or "auto" in '
+                    f"{self.target.source})"
+                )
             raise InputError(f"mcu: {label}: TFLM cannot run the model: {why}")
         return it
 
@@ -182,7 +185,7 @@ class McuBackend:
         it = self._interpreter(model, label)
         outs: list[list[np.ndarray]] = [[] for _ in range(n_outputs)]
         for i in range(x_q.shape[0]):
-            it.set_input(np.ascontiguousarray(x_q[i:i + 1]), 0)
+            it.set_input(np.ascontiguousarray(x_q[i : i + 1]), 0)
             it.invoke()
             for k in range(n_outputs):
                 y = np.array(it.get_output(k))
@@ -198,15 +201,16 @@ class McuBackend:
         """The named layers' outputs from the artifact itself with those tensors made graph
         outputs (export.expose): TFLM reuses arena memory, so only outputs are kept, and a fault
         in the file under test must show up here. The arena grows to hold them all."""
-        from ..export.expose import tflite_with_outputs
+        from edgeconv.export.expose import tflite_with_outputs
 
         x_q = check_input(build, x_q, "int8")
         path = build.artifact("int8_tflite")
 
         def run_exposed(names: list[str]) -> dict[str, np.ndarray]:
             content = tflite_with_outputs(path.read_bytes(), names)
-            return dict(zip(names, self._run_model(content, f"{path.name} with {len(names)} layer outputs", x_q,
-                                                   len(names))))
+            return dict(
+                zip(names, self._run_model(content, f"{path.name} with {len(names)} layer outputs", x_q, len(names)))
+            )
 
         return layer_outputs(build, x_q, layers, run_exposed)
 

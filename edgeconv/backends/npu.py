@@ -24,21 +24,22 @@ run_float: the HTP takes float32 models in fp16 (`enable_htp_fp16_precision` = "
 QNN EP accepts only together with `soc_model`; the SoC is derived from the pinned `htp_arch`
 (SOC_FOR_HTP_ARCH) or taken from a `soc_model` option. Without either, run_float returns None.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import platform
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from ..artifacts import BuiltModel
-from ..errors import InputError
-from ..ir import INPUT
-from ..targets import Target
-from . import check_input, layer_outputs
+from edgeconv.artifacts.folder import BuiltModel
+from edgeconv.backends import check_input, layer_outputs
+from edgeconv.core.errors import InputError
+from edgeconv.core.ir import INPUT
+from edgeconv.plan.targets import Target
 
 EP_NAME = "QNNExecutionProvider"
 # QNN SoC model ids of a reference SoC per HTP architecture (SM8350, SM8450, SM8550, SM8650, SM8750)
@@ -60,8 +61,7 @@ def _register():
         _REGISTERED = True
     devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
     if not devices:
-        raise InputError(f"npu: {EP_NAME} registered from {onnxruntime_qnn.get_library_path()} but "
-                         "it offers no device")
+        raise InputError(f"npu: {EP_NAME} registered from {onnxruntime_qnn.get_library_path()} but it offers no device")
     return ort, devices[:1]
 
 
@@ -101,18 +101,24 @@ class NpuBackend:
         if missing:
             return missing
         if sys.platform.startswith("linux") and platform.machine() not in ("x86_64", "AMD64"):
-            return (f"target {self.target.name}: the onnxruntime-qnn wheel for {platform.machine()} Linux "
-                    "carries no HTP emulator; it runs on x86_64 Linux/Windows (emulated) or on a "
-                    "Snapdragon device")
+            return (
+                f"target {self.target.name}: the onnxruntime-qnn wheel for {platform.machine()} Linux "
+                "carries no HTP emulator; it runs on x86_64 Linux/Windows (emulated) or on a "
+                "Snapdragon device"
+            )
         import onnxruntime_qnn
 
         if not os.path.isfile(onnxruntime_qnn.get_library_path()):
-            return (f"target {self.target.name}: onnxruntime-qnn has no {os.path.basename(onnxruntime_qnn.get_library_path())} "
-                    "for this platform; install it with: pip install 'edgeconv[npu]'")
+            return (
+                f"target {self.target.name}: onnxruntime-qnn has no {os.path.basename(onnxruntime_qnn.get_library_path())} "
+                "for this platform; install it with: pip install 'edgeconv[npu]'"
+            )
         htp = onnxruntime_qnn.get_qnn_htp_path()
         if self.target.option("backend_type", "htp") == "htp" and not os.path.isfile(htp):
-            return (f"target {self.target.name}: onnxruntime-qnn on this platform has no HTP backend "
-                    f"({os.path.basename(htp)} not found; no emulator in this wheel)")
+            return (
+                f"target {self.target.name}: onnxruntime-qnn on this platform has no HTP backend "
+                f"({os.path.basename(htp)} not found; no emulator in this wheel)"
+            )
         return None
 
     # -- sessions ----------------------------------------------------------------------------
@@ -140,7 +146,7 @@ class NpuBackend:
         try:
             with _quiet_native_output():
                 return ort.InferenceSession(model_bytes, so)
-        except Exception as err:  # noqa: BLE001 - ORT raises its own Fail/RuntimeException types
+        except Exception as err:
             raise InputError(self._explain(ort, devices, opts, model_bytes, label, err)) from None
 
     def _explain(self, ort, devices, opts, model_bytes: bytes, label: str, err: Exception) -> str:
@@ -158,7 +164,7 @@ class NpuBackend:
                 if sub.ep_name != EP_NAME:
                     rejected += [(n.name, n.op_type) for n in sub.get_nodes()]
             del diag
-        except Exception:  # noqa: BLE001 - the diagnosis is best effort; the original error stands
+        except Exception:
             pass
         where = f"npu ({opts.get('backend_type', 'htp')}, htp_arch {opts.get('htp_arch', '?')}): {label}"
         if rejected:
@@ -166,8 +172,10 @@ class NpuBackend:
             rejected.sort(key=lambda n: n[1] in ("QuantizeLinear", "DequantizeLinear"))
             names = ", ".join(f"node {n!r} ({op})" for n, op in rejected[:4])
             more = f" and {len(rejected) - 4} more" if len(rejected) > 4 else ""
-            return (f"{where}: QNN HTP rejects {names}{more}; CPU fallback is disabled for this target "
-                    f"(use ops the target supports: {', '.join(self.target.ops or ())})")
+            return (
+                f"{where}: QNN HTP rejects {names}{more}; CPU fallback is disabled for this target "
+                f"(use ops the target supports: {', '.join(self.target.ops or ())})"
+            )
         return f"{where}: QNN EP could not create the session: {_one_line(err)}"
 
     def _cached(self, key, make):
@@ -179,9 +187,11 @@ class NpuBackend:
 
     def _dtype(self, build: BuiltModel) -> str:
         if build.qdq_dtype != self.target.activation_dtype:
-            raise InputError(f"{build.folder}: model.int8.onnx has {build.qdq_dtype} activations, target "
-                             f"{self.target.name} takes {self.target.activation_dtype} (rebuild with --target "
-                             f"{self.target.name})")
+            raise InputError(
+                f"{build.folder}: model.int8.onnx has {build.qdq_dtype} activations, target "
+                f"{self.target.name} takes {self.target.activation_dtype} (rebuild with --target "
+                f"{self.target.name})"
+            )
         return build.qdq_dtype
 
     @staticmethod
@@ -189,11 +199,11 @@ class NpuBackend:
         """Batch 1 per call (the QDQ graph has a fixed batch of 1); NHWC in and out."""
         outs: dict[str, list] = {n: [] for n in names}
         for i in range(x.shape[0]):
-            nchw = np.ascontiguousarray(x[i:i + 1].transpose(0, 3, 1, 2))
+            nchw = np.ascontiguousarray(x[i : i + 1].transpose(0, 3, 1, 2))
             for name, value in zip(names, sess.run(names, {INPUT: nchw})):
                 if value.ndim == 4:
                     value = value.transpose(0, 2, 3, 1)
-                elif value.ndim == 2:              # dense/softmax (1, units) -> (1, 1, 1, units)
+                elif value.ndim == 2:  # dense/softmax (1, units) -> (1, 1, 1, units)
                     value = value.reshape(value.shape[0], 1, 1, value.shape[1])
                 outs[name].append(value)
         return {n: np.concatenate(v) for n, v in outs.items()}
@@ -201,8 +211,9 @@ class NpuBackend:
     def run(self, build: BuiltModel, x_q: np.ndarray) -> np.ndarray:
         x_q = check_input(build, x_q, self._dtype(build))
         path = build.artifact("qdq_onnx")
-        sess = self._cached(("int8", str(path.resolve()), path.stat().st_mtime_ns),
-                            lambda: self._session(path.read_bytes(), path.name))
+        sess = self._cached(
+            ("int8", str(path.resolve()), path.stat().st_mtime_ns), lambda: self._session(path.read_bytes(), path.name)
+        )
         out = build.analysis.model.output
         return self._run_batches(sess, x_q, [out])[out]
 
@@ -211,15 +222,19 @@ class NpuBackend:
         outputs (export.expose): the EP compiles the graph into one opaque HTP block, so an
         intermediate tensor is observable only as a graph output, and a fault in the file
         under test must show up here."""
-        from ..export.expose import onnx_with_outputs
+        from edgeconv.export.expose import onnx_with_outputs
 
         x_q = check_input(build, x_q, self._dtype(build))
         path = build.artifact("qdq_onnx")
 
         def run_exposed(names: list[str]) -> dict[str, np.ndarray]:
             key = ("layers", str(path.resolve()), path.stat().st_mtime_ns, tuple(names))
-            sess = self._cached(key, lambda: self._session(onnx_with_outputs(path.read_bytes(), names),
-                                                           f"{path.name} with {len(names)} layer outputs"))
+            sess = self._cached(
+                key,
+                lambda: self._session(
+                    onnx_with_outputs(path.read_bytes(), names), f"{path.name} with {len(names)} layer outputs"
+                ),
+            )
             return self._run_batches(sess, x_q, names)
 
         return layer_outputs(build, x_q, layers, run_exposed)
@@ -230,8 +245,10 @@ class NpuBackend:
             return None
         x = check_input(build, np.asarray(x, np.float32), "float32")
         path = build.artifact("float_onnx")
-        sess = self._cached(("float", str(path.resolve()), path.stat().st_mtime_ns),
-                            lambda: self._session(path.read_bytes(), path.name, float_model=True))
+        sess = self._cached(
+            ("float", str(path.resolve()), path.stat().st_mtime_ns),
+            lambda: self._session(path.read_bytes(), path.name, float_model=True),
+        )
         out = build.analysis.model.output
         return self._run_batches(sess, x, [out])[out]
 

@@ -1,15 +1,16 @@
 """The reference backend: the numpy int8 golden reference (and the float reference). Always available."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from .. import reference
-from ..artifacts import BuiltModel
-from ..quant.golden import FAMILIES, run_int8
-from ..targets import Target
-from . import check_input
+from edgeconv.artifacts.folder import BuiltModel
+from edgeconv.backends import check_input
+from edgeconv.core import reference
+from edgeconv.plan.targets import Target
+from edgeconv.quant.golden import FAMILIES, run_int8
 
 # the golden runtime emulated for each rounding family; "htp" has no bit-exact golden and is
 # compared against the fp32 family within the target's tolerance

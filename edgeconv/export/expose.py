@@ -4,11 +4,12 @@ Locating the first diverging layer must run the very file under test (a fault in
 has to show up), so the per-layer variants are derived from the artifact bytes, not rebuilt
 from the IR. Layer L's output tensor is named "L" in every edgeconv artifact.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from ..errors import InputError
+from edgeconv.core.errors import InputError
 
 
 def tflite_with_outputs(data: bytes, names: Sequence[str]) -> bytes:
@@ -41,8 +42,9 @@ def onnx_with_outputs(data: bytes, names: Sequence[str]) -> bytes:
     except Exception as err:  # protobuf's DecodeError and friends
         raise InputError(f"onnx artifact: cannot be parsed ({type(err).__name__}: {err})") from None
     inferred = shape_inference.infer_shapes(model)
-    known = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)
-             + list(inferred.graph.input)}
+    known = {
+        v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)
+    }
     del model.graph.output[:]
     for name in names:
         if name not in known:

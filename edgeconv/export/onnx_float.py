@@ -5,16 +5,28 @@ the pre-activation tensor is "L.preact". The model input is "input" with shape [
 A dense layer's tensor is [1, units]; a dense layer after a spatial tensor first transposes
 to NHWC so that the flatten order matches the IR's (H, W, C) weight layout.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .. import __version__
-from ..graph import Analysis
-from ..ir import INPUT, Activation, Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
-from ..weights import Weights
+from edgeconv import __version__
+from edgeconv.core.graph import Analysis
+from edgeconv.core.ir import (
+    INPUT,
+    Activation,
+    Add,
+    AvgPool,
+    Conv2d,
+    Dense,
+    DepthwiseConv2d,
+    GlobalAvgPool,
+    MaxPool,
+    Softmax,
+)
+from edgeconv.core.weights import Weights
 
 OPSET = 17
 IR_VERSION = 8  # the lowest IR version that carries opset 17; every ORT release of the last years reads it
@@ -68,15 +80,25 @@ def build_float_onnx(analysis: Analysis, weights: Weights, outputs: list[str] | 
         if isinstance(layer, (Conv2d, DepthwiseConv2d)):
             w = weights[f"{name}.weight"]
             if isinstance(layer, Conv2d):
-                w_onnx, group = w.transpose(0, 3, 1, 2), 1            # OHWI -> OIHW
+                w_onnx, group = w.transpose(0, 3, 1, 2), 1  # OHWI -> OIHW
             else:
-                w_onnx, group = w.transpose(3, 0, 1, 2), w.shape[3]   # 1HWC -> C1HW
-            g.node("Conv", [src[0], g.const(f"{name}.weight", w_onnx), g.const(f"{name}.bias", weights[f"{name}.bias"])],
-                   pre, name, kernel_shape=[layer.kernel[1], layer.kernel[0]],
-                   strides=[layer.stride[1], layer.stride[0]], pads=_onnx_pads(info.pads), group=group)
+                w_onnx, group = w.transpose(3, 0, 1, 2), w.shape[3]  # 1HWC -> C1HW
+            g.node(
+                "Conv",
+                [src[0], g.const(f"{name}.weight", w_onnx), g.const(f"{name}.bias", weights[f"{name}.bias"])],
+                pre,
+                name,
+                kernel_shape=[layer.kernel[1], layer.kernel[0]],
+                strides=[layer.stride[1], layer.stride[0]],
+                pads=_onnx_pads(info.pads),
+                group=group,
+            )
         elif isinstance(layer, (MaxPool, AvgPool)):
-            attrs = dict(kernel_shape=[layer.pool[1], layer.pool[0]], strides=[layer.stride[1], layer.stride[0]],
-                         pads=_onnx_pads(info.pads))
+            attrs = dict(
+                kernel_shape=[layer.pool[1], layer.pool[0]],
+                strides=[layer.stride[1], layer.stride[0]],
+                pads=_onnx_pads(info.pads),
+            )
             if isinstance(layer, AvgPool):
                 attrs["count_include_pad"] = 0
             g.node("MaxPool" if isinstance(layer, MaxPool) else "AveragePool", src, pre, name, **attrs)
@@ -89,8 +111,17 @@ def build_float_onnx(analysis: Analysis, weights: Weights, outputs: list[str] | 
                 if (w1, h1) != (1, 1):
                     flat_in = g.node("Transpose", [flat_in], f"{name}.nhwc", f"{name}.to_nhwc", perm=[0, 2, 3, 1])
                 flat_in = g.node("Flatten", [flat_in], f"{name}.flat", f"{name}.flatten", axis=1)
-            g.node("Gemm", [flat_in, g.const(f"{name}.weight", weights[f"{name}.weight"]),
-                            g.const(f"{name}.bias", weights[f"{name}.bias"])], pre, name, transB=1)
+            g.node(
+                "Gemm",
+                [
+                    flat_in,
+                    g.const(f"{name}.weight", weights[f"{name}.weight"]),
+                    g.const(f"{name}.bias", weights[f"{name}.bias"]),
+                ],
+                pre,
+                name,
+                transB=1,
+            )
         elif isinstance(layer, Add):
             g.node("Add", src, pre, name)
         elif isinstance(layer, Softmax):
@@ -102,15 +133,22 @@ def build_float_onnx(analysis: Analysis, weights: Weights, outputs: list[str] | 
 
     inp = model.input
     graph = helper.make_graph(
-        g.nodes, model.name,
+        g.nodes,
+        model.name,
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [1, inp.channels, inp.height, inp.width])],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, tensor_onnx_shape(analysis, name))
-         for name in [model.output, *[o for o in (outputs or []) if o != model.output]]],
+        [
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, tensor_onnx_shape(analysis, name))
+            for name in [model.output, *[o for o in (outputs or []) if o != model.output]]
+        ],
         initializer=g.initializers,
     )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="edgeconv", producer_version=__version__,
-                              doc_string=model.description)
+    proto = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="edgeconv",
+        producer_version=__version__,
+        doc_string=model.description,
+    )
     proto.ir_version = IR_VERSION
     return proto
 

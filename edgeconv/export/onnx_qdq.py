@@ -29,26 +29,38 @@ Tensor names (layer L; "input" for the model input)
   "L.bias", "L.bias.scale", "L.bias.zero_point", "L.bias.dq"           int32 bias and its DQ
   "L.nhwc", "L.flat" (+ ".float", ".dq")   a dense layer's transposed / flattened input
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .. import __version__
-from ..graph import Analysis
-from ..ir import INPUT, Activation, Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
-from ..quant.params import QuantParams, TensorQuant
-from ..quant.quantize import quantize_input, storage  # noqa: F401  (quantize_input is re-exported)
-from ..weights import Weights
-from .onnx_float import IR_VERSION, OPSET, _onnx_pads, tensor_onnx_shape
+from edgeconv import __version__
+from edgeconv.core.graph import Analysis
+from edgeconv.core.ir import (
+    INPUT,
+    Activation,
+    Add,
+    AvgPool,
+    Conv2d,
+    Dense,
+    DepthwiseConv2d,
+    GlobalAvgPool,
+    MaxPool,
+    Softmax,
+)
+from edgeconv.core.weights import Weights
+from edgeconv.export.onnx_float import IR_VERSION, OPSET, _onnx_pads, tensor_onnx_shape
+from edgeconv.quant.params import QuantParams, TensorQuant
+from edgeconv.quant.quantize import quantize_input, storage
 
 ACTIVATION_DTYPES = ("uint8", "int8")
 _ONNX_TYPE = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
 
-__all__ = ["build_qdq_onnx", "quantize_input", "ACTIVATION_DTYPES"]
+__all__ = ["ACTIVATION_DTYPES", "build_qdq_onnx", "quantize_input"]
 
 
 class _QdqBuilder:
@@ -114,8 +126,13 @@ def _check(analysis: Analysis, qparams: QuantParams, dtype: str) -> None:
         raise ValueError(f"QDQ export: QuantParams has no activation parameters for {missing[0]!r}")
 
 
-def build_qdq_onnx(analysis: Analysis, weights: Weights, qparams: QuantParams, activation_dtype: str = "uint8",
-                   outputs: Sequence[str] | None = None) -> onnx.ModelProto:
+def build_qdq_onnx(
+    analysis: Analysis,
+    weights: Weights,
+    qparams: QuantParams,
+    activation_dtype: str = "uint8",
+    outputs: Sequence[str] | None = None,
+) -> onnx.ModelProto:
     """The QDQ ONNX model (opset 17) of the analysed model with qparams.
 
     activation_dtype: "uint8" (ORT CPU, QNN) or "int8"; the same real grid either way.
@@ -138,16 +155,27 @@ def build_qdq_onnx(analysis: Analysis, weights: Weights, qparams: QuantParams, a
         if isinstance(layer, (Conv2d, DepthwiseConv2d)):
             qw = qparams.q_weights[name]
             if isinstance(layer, Conv2d):
-                w_onnx, group = qw.transpose(0, 3, 1, 2), 1            # OHWI -> OIHW
+                w_onnx, group = qw.transpose(0, 3, 1, 2), 1  # OHWI -> OIHW
             else:
                 w_onnx, group = qw.transpose(3, 0, 1, 2), qw.shape[3]  # 1HWC -> C1HW
             w = g.per_channel(f"{name}.weight", w_onnx, qparams.weights[name], np.int8)
             b = g.per_channel(f"{name}.bias", qparams.q_biases[name], qparams.biases[name], np.int32)
-            g.node("Conv", [src[0], w, b], pre, name, kernel_shape=[layer.kernel[1], layer.kernel[0]],
-                   strides=[layer.stride[1], layer.stride[0]], pads=_onnx_pads(info.pads), group=group)
+            g.node(
+                "Conv",
+                [src[0], w, b],
+                pre,
+                name,
+                kernel_shape=[layer.kernel[1], layer.kernel[0]],
+                strides=[layer.stride[1], layer.stride[0]],
+                pads=_onnx_pads(info.pads),
+                group=group,
+            )
         elif isinstance(layer, (MaxPool, AvgPool)):
-            attrs = dict(kernel_shape=[layer.pool[1], layer.pool[0]], strides=[layer.stride[1], layer.stride[0]],
-                         pads=_onnx_pads(info.pads))
+            attrs = dict(
+                kernel_shape=[layer.pool[1], layer.pool[0]],
+                strides=[layer.stride[1], layer.stride[0]],
+                pads=_onnx_pads(info.pads),
+            )
             if isinstance(layer, AvgPool):
                 attrs["count_include_pad"] = 0
             g.node("MaxPool" if isinstance(layer, MaxPool) else "AveragePool", src, pre, name, **attrs)
@@ -184,14 +212,19 @@ def build_qdq_onnx(analysis: Analysis, weights: Weights, qparams: QuantParams, a
     read = {i for n in g.nodes for i in n.input}
     g.nodes = [n for n in g.nodes if n.op_type != "DequantizeLinear" or n.output[0] in read]
     graph = helper.make_graph(
-        g.nodes, model.name,
+        g.nodes,
+        model.name,
         [helper.make_tensor_value_info(INPUT, elem, [1, inp.channels, inp.height, inp.width])],
         [helper.make_tensor_value_info(out, elem, tensor_onnx_shape(analysis, out)) for out in out_names],
         initializer=g.initializers,
     )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="edgeconv", producer_version=__version__,
-                              doc_string=model.description)
+    proto = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="edgeconv",
+        producer_version=__version__,
+        doc_string=model.description,
+    )
     proto.ir_version = IR_VERSION
     helper.set_model_props(proto, {"edgeconv.format": "qdq", "edgeconv.activation_dtype": activation_dtype})
     return proto

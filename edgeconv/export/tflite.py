@@ -29,24 +29,36 @@ output is [1, units] (the IR's 1×1×units); every other activation is NHWC [1, 
 
 Both exports are deterministic: the same arguments give byte-identical files.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from ..graph import Analysis, LayerInfo
-from ..ir import INPUT, Activation, Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
-from ..quant.params import QuantParams, TensorQuant
-from ..weights import Weights
-from ..shapes import same_pads
-from .tflite_writer import TfliteOp, TfliteTensor, build_tflite
+from edgeconv.core.graph import Analysis, LayerInfo
+from edgeconv.core.ir import (
+    INPUT,
+    Activation,
+    Add,
+    AvgPool,
+    Conv2d,
+    Dense,
+    DepthwiseConv2d,
+    GlobalAvgPool,
+    MaxPool,
+    Softmax,
+)
+from edgeconv.core.shapes import same_pads
+from edgeconv.core.weights import Weights
+from edgeconv.export.tflite_writer import TfliteOp, TfliteTensor, build_tflite
+from edgeconv.quant.params import QuantParams, TensorQuant
 
-__all__ = ["build_int8_tflite", "build_float_tflite", "tflite_padding", "same_pads", "tensor_shape"]
+__all__ = ["build_float_tflite", "build_int8_tflite", "same_pads", "tensor_shape", "tflite_padding"]
 
 _ACT = {Activation.NONE: "NONE", Activation.RELU: "RELU", Activation.RELU6: "RELU6"}
 
 
 def tflite_padding(info: LayerInfo, kernel_wh: tuple[int, int], stride_wh: tuple[int, int]) -> str:
-    """"SAME", "VALID" (no padding) or "PAD" (explicit padding: PAD, then a VALID op)."""
+    """ "SAME", "VALID" (no padding) or "PAD" (explicit padding: PAD, then a VALID op)."""
     w, h, _ = info.in_shape
     if info.pads == same_pads((h, w), (kernel_wh[1], kernel_wh[0]), (stride_wh[1], stride_wh[0])):
         return "SAME"
@@ -99,10 +111,28 @@ class _Graph:
         if self.int8:
             wq, bq = self.qp.weights[layer.name], self.qp.biases[layer.name]
             qw, qb = self.qp.q_weights[layer.name], self.qp.q_biases[layer.name]
-            self.tensors.append(TfliteTensor(w_name, tuple(qw.shape), "int8", np.asarray(qw, np.int8),
-                                             tuple(float(s) for s in wq.scale), (0,) * len(wq.scale), axis))
-            self.tensors.append(TfliteTensor(b_name, tuple(qb.shape), "int32", np.asarray(qb, np.int32),
-                                             tuple(float(s) for s in bq.scale), (0,) * len(bq.scale), 0))
+            self.tensors.append(
+                TfliteTensor(
+                    w_name,
+                    tuple(qw.shape),
+                    "int8",
+                    np.asarray(qw, np.int8),
+                    tuple(float(s) for s in wq.scale),
+                    (0,) * len(wq.scale),
+                    axis,
+                )
+            )
+            self.tensors.append(
+                TfliteTensor(
+                    b_name,
+                    tuple(qb.shape),
+                    "int32",
+                    np.asarray(qb, np.int32),
+                    tuple(float(s) for s in bq.scale),
+                    (0,) * len(bq.scale),
+                    0,
+                )
+            )
         else:
             w = np.asarray(self.weights[w_name], np.float32)
             b = np.asarray(self.weights[b_name], np.float32)
@@ -134,21 +164,34 @@ class _Graph:
             depthwise = isinstance(layer, DepthwiseConv2d)
             w, b = self.weight_and_bias(layer, 3 if depthwise else 0)
             out = self.activation(name, out_shape)
-            opts = dict(padding=mode, stride_w=layer.stride[0], stride_h=layer.stride[1],
-                        fused_activation=_ACT[layer.activation])
+            opts = dict(
+                padding=mode,
+                stride_w=layer.stride[0],
+                stride_h=layer.stride[1],
+                fused_activation=_ACT[layer.activation],
+            )
             if depthwise:
                 opts["depth_multiplier"] = 1
             self.op("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", (src, w, b), (out,), **opts)
         elif isinstance(layer, (MaxPool, AvgPool)):
             mode = tflite_padding(info, layer.pool, layer.stride)
             if mode == "PAD":
-                raise ValueError(f"TFLite export: {name}: pooling with explicit padding {info.pads} (top, left, "
-                                 f"bottom, right) is neither SAME nor VALID; TFLite pools cannot express it "
-                                 f"(use padding 'same' or 'valid')")
+                raise ValueError(
+                    f"TFLite export: {name}: pooling with explicit padding {info.pads} (top, left, "
+                    f"bottom, right) is neither SAME nor VALID; TFLite pools cannot express it "
+                    f"(use padding 'same' or 'valid')"
+                )
             out = self.activation(name, out_shape)
-            self.op("MAX_POOL_2D" if isinstance(layer, MaxPool) else "AVERAGE_POOL_2D", (layer.inputs[0],), (out,),
-                    padding=mode, stride_w=layer.stride[0], stride_h=layer.stride[1],
-                    filter_w=layer.pool[0], filter_h=layer.pool[1])
+            self.op(
+                "MAX_POOL_2D" if isinstance(layer, MaxPool) else "AVERAGE_POOL_2D",
+                (layer.inputs[0],),
+                (out,),
+                padding=mode,
+                stride_w=layer.stride[0],
+                stride_h=layer.stride[1],
+                filter_w=layer.pool[0],
+                filter_h=layer.pool[1],
+            )
         elif isinstance(layer, GlobalAvgPool):
             axes = self.const_int32(f"{name}.axes", [1, 2])
             out = self.activation(name, out_shape)
@@ -181,8 +224,9 @@ class _Graph:
         for layer, info in zip(model.layers, self.analysis.layers):
             self.layer(layer, info)
         kind = "int8" if self.int8 else "float32"
-        return build_tflite(self.tensors, self.ops, [INPUT], [model.output],
-                            description=f"edgeconv {model.name} {kind}")
+        return build_tflite(
+            self.tensors, self.ops, [INPUT], [model.output], description=f"edgeconv {model.name} {kind}"
+        )
 
 
 def _check_qparams(analysis: Analysis, qparams: QuantParams) -> None:

@@ -5,10 +5,11 @@ of the schema that ships with ai-edge-litert. The same arguments always give the
 the tensor, buffer and opcode orders follow the arguments, and nothing depends on time,
 hash order or memory addresses.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import flatbuffers
 import numpy as np
@@ -19,17 +20,17 @@ from ai_edge_litert import schema_py_generated as fb
 class TfliteTensor:
     name: str
     shape: tuple[int, ...]
-    dtype: str                        # "float32" | "int8" | "int32"
-    data: np.ndarray | None = None    # constant data (weights/bias/shape), None for activations
-    scale: tuple[float, ...] | None = None       # quantization; len 1 or per channel
+    dtype: str  # "float32" | "int8" | "int32"
+    data: np.ndarray | None = None  # constant data (weights/bias/shape), None for activations
+    scale: tuple[float, ...] | None = None  # quantization; len 1 or per channel
     zero_point: tuple[int, ...] | None = None
     quantized_dimension: int = 0
 
 
 @dataclass(frozen=True)
 class TfliteOp:
-    opcode: str                 # builtin name, e.g. "CONV_2D"
-    inputs: tuple[str, ...]     # tensor names ("" = optional input absent, written as -1)
+    opcode: str  # builtin name, e.g. "CONV_2D"
+    inputs: tuple[str, ...]  # tensor names ("" = optional input absent, written as -1)
     outputs: tuple[str, ...]
     options: tuple[tuple[str, object], ...] = ()
 
@@ -50,9 +51,9 @@ _BUFFER_ALIGNMENT = 16
 # check the version against the tensor types, so version 1 would also load; TFLM ignores
 # versions. Writing the converter's values keeps the files what other tools expect.
 _INT8_VERSIONS = {
-    "CONV_2D": 3,              # int8 per-channel
-    "DEPTHWISE_CONV_2D": 3,    # int8 per-channel
-    "FULLY_CONNECTED": 4,      # int8
+    "CONV_2D": 3,  # int8 per-channel
+    "DEPTHWISE_CONV_2D": 3,  # int8 per-channel
+    "FULLY_CONNECTED": 4,  # int8
     "AVERAGE_POOL_2D": 2,
     "MAX_POOL_2D": 2,
     "MEAN": 2,
@@ -131,7 +132,7 @@ def _make_options(op: TfliteOp):
     options_type, options_cls = _OPTION_TABLES[op.opcode]
     options = options_cls()
     if op.opcode == "DEPTHWISE_CONV_2D":
-        options.depthMultiplier = 1   # the schema default 0 is not a valid multiplier
+        options.depthMultiplier = 1  # the schema default 0 is not a valid multiplier
     if op.opcode == "SOFTMAX":
         options.beta = 1.0
     for name, value in op.options:
@@ -169,7 +170,7 @@ class _AlignedBufferT(fb.BufferT):
             payload = bytes(self.data)
             builder.StartVector(1, len(payload), _BUFFER_ALIGNMENT)
             builder.head -= len(payload)
-            builder.Bytes[builder.head: builder.head + len(payload)] = payload
+            builder.Bytes[builder.head : builder.head + len(payload)] = payload
             data_offset = builder.EndVector()
         fb.BufferStart(builder)
         if data_offset is not None:
@@ -206,7 +207,7 @@ def _make_tensors(tensors: Sequence[TfliteTensor]):
             buffers.append(buf)
             tt.buffer = len(buffers) - 1
         else:
-            tt.buffer = 0   # activations share the empty sentinel buffer
+            tt.buffer = 0  # activations share the empty sentinel buffer
         index[t.name] = len(out)
         out.append(tt)
     return out, buffers, index
@@ -216,7 +217,7 @@ def _tensor_ids(names: Sequence[str], index: dict[str, int], allow_absent: bool)
     ids = []
     for name in names:
         if name == "" and allow_absent:
-            ids.append(-1)      # optional input left out (e.g. a conv without bias)
+            ids.append(-1)  # optional input left out (e.g. a conv without bias)
         elif name not in index:
             raise ValueError(f"unknown tensor name {name!r}")
         else:
@@ -249,8 +250,13 @@ def _make_operators(ops: Sequence[TfliteOp], index: dict[str, int]):
     return operators, codes
 
 
-def build_tflite(tensors: Sequence[TfliteTensor], ops: Sequence[TfliteOp], inputs: Sequence[str],
-                 outputs: Sequence[str], description: str = "edgeconv") -> bytes:
+def build_tflite(
+    tensors: Sequence[TfliteTensor],
+    ops: Sequence[TfliteOp],
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    description: str = "edgeconv",
+) -> bytes:
     """Serialize one subgraph into TFLite flatbuffer bytes (file identifier TFL3)."""
     tensor_list, buffers, index = _make_tensors(tensors)
     operators, codes = _make_operators(ops, index)
@@ -263,7 +269,7 @@ def build_tflite(tensors: Sequence[TfliteTensor], ops: Sequence[TfliteOp], input
     subgraph.operators = operators
 
     model = fb.ModelT()
-    model.version = 3   # schema version 3 is the only one current runtimes read
+    model.version = 3  # schema version 3 is the only one current runtimes read
     model.description = description
     model.operatorCodes = codes
     model.subgraphs = [subgraph]

@@ -4,6 +4,7 @@ Against the float reference (real values): SQNR, cosine similarity, RMSE, max ab
 top-1 agreement. Against an int8 golden reference or between targets (integers on the int8
 grid): max difference in LSB, share of elements that differ, mean difference.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,14 +57,18 @@ def lsb_stats(golden: np.ndarray, test: np.ndarray) -> dict[str, float]:
     if g.shape != t.shape:
         raise ValueError(f"compare: shapes differ, golden {g.shape} vs test {t.shape}")
     d = t - g
-    return {"max_lsb": int(np.max(np.abs(d))) if d.size else 0,
-            "share_differing": float(np.mean(d != 0)) if d.size else 0.0,
-            "mean_diff": float(np.mean(d)) if d.size else 0.0}
+    return {
+        "max_lsb": int(np.max(np.abs(d))) if d.size else 0,
+        "share_differing": float(np.mean(d != 0)) if d.size else 0.0,
+        "mean_diff": float(np.mean(d)) if d.size else 0.0,
+    }
 
 
 def float_stats(reference: np.ndarray, test: np.ndarray, classifier: bool) -> dict[str, float | None]:
-    return {"sqnr_db": sqnr_db(reference, test),
-            "cosine": cosine_similarity(reference, test),
-            "rmse": rmse(reference, test),
-            "max_abs_error": max_abs_error(reference, test),
-            "top1_agreement": top1_agreement(reference, test) if classifier else None}
+    return {
+        "sqnr_db": sqnr_db(reference, test),
+        "cosine": cosine_similarity(reference, test),
+        "rmse": rmse(reference, test),
+        "max_abs_error": max_abs_error(reference, test),
+        "top1_agreement": top1_agreement(reference, test) if classifier else None,
+    }

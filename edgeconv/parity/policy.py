@@ -12,18 +12,19 @@
   reference at least `min_top1_agreement` (classifiers only).
 All numbers live in the target profiles (targets/*.toml, [tolerance]).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..graph import Analysis, LayerInfo
-from ..ir import Softmax
-from ..quant.golden import run_layer
-from ..quant.params import QuantParams, TensorQuant
-from ..quant.quantize import SOFTMAX_QUANT
-from . import metrics
+from edgeconv.core.graph import Analysis, LayerInfo
+from edgeconv.core.ir import Softmax
+from edgeconv.parity import metrics
+from edgeconv.quant.golden import run_layer
+from edgeconv.quant.params import QuantParams, TensorQuant
+from edgeconv.quant.quantize import SOFTMAX_QUANT
 
 # ops whose output is requantized to a new scale (max_pool only selects, so it does not count)
 REQUANTIZING_OPS = ("conv2d", "depthwise_conv2d", "dense", "add", "avg_pool", "global_avg_pool", "softmax")
@@ -52,7 +53,7 @@ class Check:
     """One verdict: a target × check pair, as it appears in every report."""
 
     target: str
-    name: str          # "lsb_vs_golden", "sqnr_vs_float", "top1_vs_float", "runs"
+    name: str  # "lsb_vs_golden", "sqnr_vs_float", "top1_vs_float", "runs"
     passed: bool
     value: float | int | None
     limit: float | int | None
@@ -61,18 +62,31 @@ class Check:
 
 def lsb_check(target: str, max_lsb: int, allowed: int, golden: str) -> Check:
     ok = max_lsb <= allowed
-    return Check(target, "lsb_vs_golden", ok, max_lsb, allowed,
-                 f"max {max_lsb} LSB vs the {golden} (allowed {allowed})")
+    return Check(
+        target, "lsb_vs_golden", ok, max_lsb, allowed, f"max {max_lsb} LSB vs the {golden} (allowed {allowed})"
+    )
 
 
 def sqnr_check(target: str, sqnr: float, floor: float) -> Check:
-    return Check(target, "sqnr_vs_float", sqnr >= floor, round(sqnr, 2) if sqnr != float("inf") else sqnr, floor,
-                 f"SQNR {sqnr:.2f} dB vs the float reference (floor {floor:g} dB)")
+    return Check(
+        target,
+        "sqnr_vs_float",
+        sqnr >= floor,
+        round(sqnr, 2) if sqnr != float("inf") else sqnr,
+        floor,
+        f"SQNR {sqnr:.2f} dB vs the float reference (floor {floor:g} dB)",
+    )
 
 
 def top1_check(target: str, agreement: float, floor: float) -> Check:
-    return Check(target, "top1_vs_float", agreement >= floor, round(agreement, 4), floor,
-                 f"top-1 agreement {agreement:.1%} with the float reference (floor {floor:.0%})")
+    return Check(
+        target,
+        "top1_vs_float",
+        agreement >= floor,
+        round(agreement, 4),
+        floor,
+        f"top-1 agreement {agreement:.1%} with the float reference (floor {floor:.0%})",
+    )
 
 
 def golden_runtime(backend: str, rounding: str, kernels: str | None = None) -> str:
@@ -85,7 +99,9 @@ def golden_runtime(backend: str, rounding: str, kernels: str | None = None) -> s
     if backend in ("cpu", "npu"):
         return "ort_cpu"
     if backend == "arm":
-        return {"xnnpack": "litert_xnnpack", "builtin": "litert_builtin", "reference": "litert_ref"}[kernels or "xnnpack"]
+        return {"xnnpack": "litert_xnnpack", "builtin": "litert_builtin", "reference": "litert_ref"}[
+            kernels or "xnnpack"
+        ]
     if backend == "mcu":
         return "tflm"
     return {"tflite": "litert_ref", "fp32": "litert_xnnpack"}.get(rounding, "litert_xnnpack")
@@ -97,20 +113,43 @@ def splits_softmax_head(analysis: Analysis, lsb_policy: str) -> bool:
     return lsb_policy == "cross_family" and analysis.layers[-1].op == "softmax"
 
 
-def softmax_head_checks(target: str, golden: str, logits: str, want_logits: np.ndarray, got_logits: np.ndarray,
-                        logits_tq: TensorQuant, got_out: np.ndarray, out_name: str, allowed: int, head_lsb: int,
-                        overall_lsb: int) -> list[Check]:
+def softmax_head_checks(
+    target: str,
+    golden: str,
+    logits: str,
+    want_logits: np.ndarray,
+    got_logits: np.ndarray,
+    logits_tq: TensorQuant,
+    got_out: np.ndarray,
+    out_name: str,
+    allowed: int,
+    head_lsb: int,
+    overall_lsb: int,
+) -> list[Check]:
     """The LSB bound at the logits, and the golden softmax of the target's own logits against
     the target's softmax output (int8 grid throughout)."""
     got_logits = got_logits.reshape(want_logits.shape)
-    lsb = lsb_check(target, metrics.lsb_stats(want_logits, got_logits)["max_lsb"], allowed,
-                    f"{golden} golden reference at the logits ({logits})")
+    lsb = lsb_check(
+        target,
+        metrics.lsb_stats(want_logits, got_logits)["max_lsb"],
+        allowed,
+        f"{golden} golden reference at the logits ({logits})",
+    )
     shape = tuple(int(v) for v in (want_logits.shape[2], want_logits.shape[1], want_logits.shape[3]))
     layer = Softmax(name=out_name, inputs=(logits,))
     info = LayerInfo(out_name, "softmax", (logits,), shape, shape, 0, 0)
     qparams = QuantParams(activations={logits: logits_tq, out_name: SOFTMAX_QUANT})
     head_want = run_layer(layer, info, [got_logits], qparams, golden)
     worst = metrics.lsb_stats(head_want.reshape(got_out.shape), got_out)["max_lsb"]
-    return [lsb, Check(target, "softmax_head", worst <= head_lsb, worst, head_lsb,
-                       f"softmax on the target's own logits: max {worst} LSB vs the {golden} softmax "
-                       f"(allowed {head_lsb}); {overall_lsb} LSB at the output overall")]
+    return [
+        lsb,
+        Check(
+            target,
+            "softmax_head",
+            worst <= head_lsb,
+            worst,
+            head_lsb,
+            f"softmax on the target's own logits: max {worst} LSB vs the {golden} softmax "
+            f"(allowed {head_lsb}); {overall_lsb} LSB at the output overall",
+        ),
+    ]

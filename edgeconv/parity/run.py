@@ -1,21 +1,31 @@
 """`edgeconv parity`: every target on the same inputs, against the references and each other."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
-from .. import reference
-from ..artifacts import BuiltModel, to_int8_convention
-from ..backends import get_backend, require
-from ..quant.golden import run_int8
-from ..quant.quantize import dequantize, quantize_input
-from ..targets import Target
-from . import metrics
-from .policy import (Check, allowed_lsb, golden_runtime, lsb_check, requantizing_layers, softmax_head_checks,
-                     splits_softmax_head, sqnr_check, top1_check)
+from edgeconv.artifacts.folder import BuiltModel, to_int8_convention
+from edgeconv.backends import get_backend, require
+from edgeconv.core import reference
+from edgeconv.parity import metrics
+from edgeconv.parity.policy import (
+    Check,
+    allowed_lsb,
+    golden_runtime,
+    lsb_check,
+    requantizing_layers,
+    softmax_head_checks,
+    splits_softmax_head,
+    sqnr_check,
+    top1_check,
+)
+from edgeconv.plan.targets import Target
+from edgeconv.quant.golden import run_int8
+from edgeconv.quant.quantize import dequantize, quantize_input
 
 
 @dataclass
@@ -25,7 +35,7 @@ class LayerDivergence:
     max_lsb: int
     allowed: int
     share_differing: float
-    layers_before: list[dict]     # name, op, max_lsb, share_differing of every earlier layer
+    layers_before: list[dict]  # name, op, max_lsb, share_differing of every earlier layer
 
 
 @dataclass
@@ -68,22 +78,25 @@ def parity_inputs(analysis, n: int, seed: int) -> np.ndarray:
     return rng.standard_normal((n, m.height, m.width, m.channels)).astype(np.float32)
 
 
-def comparison_inputs(build: BuiltModel, inputs_path: str | None, samples: int, seed: int,
-                      min_synthetic: int = 32) -> tuple[np.ndarray, str]:
+def comparison_inputs(
+    build: BuiltModel, inputs_path: str | None, samples: int, seed: int, min_synthetic: int = 32
+) -> tuple[np.ndarray, str]:
     """The float inputs of a comparison and where they come from: the user's file, or the
     seeded synthetic set (at least `min_synthetic` samples)."""
     from pathlib import Path
 
-    from ..errors import UsageError
-    from ..quant.calibrate import load_calibration
+    from edgeconv.core.errors import UsageError
+    from edgeconv.quant.calibrate import load_calibration
 
     if inputs_path:
         x = load_calibration(inputs_path, build.analysis, min_samples=1, what="inputs")
         return x, f"file {Path(inputs_path).name}"
     if samples < min_synthetic:
         raise UsageError(f"--samples: expected at least {min_synthetic} synthetic samples, got {samples}")
-    return (parity_inputs(build.analysis, samples, seed),
-            f"synthetic standard normal, seed {seed}, a stream apart from the calibration samples")
+    return (
+        parity_inputs(build.analysis, samples, seed),
+        f"synthetic standard normal, seed {seed}, a stream apart from the calibration samples",
+    )
 
 
 def target_dtype(build: BuiltModel, target: Target) -> str:
@@ -95,8 +108,9 @@ def _is_classifier(build: BuiltModel) -> bool:
     return info.op in ("softmax", "dense") and info.out_shape[2] > 1
 
 
-def per_layer_comparison(build: BuiltModel, target: Target, backend, x_q: np.ndarray, x_q_int8: np.ndarray,
-                         golden: str) -> tuple[list[dict], LayerDivergence | None]:
+def per_layer_comparison(
+    build: BuiltModel, target: Target, backend, x_q: np.ndarray, x_q_int8: np.ndarray, golden: str
+) -> tuple[list[dict], LayerDivergence | None]:
     """Each layer's output on the target against the golden's; the first beyond tolerance."""
     names = [info.name for info in build.analysis.layers]
     got = backend.run_layers(build, x_q, names)
@@ -104,18 +118,23 @@ def per_layer_comparison(build: BuiltModel, target: Target, backend, x_q: np.nda
     rows, divergence = [], None
     for info in build.analysis.layers:
         stats = metrics.lsb_stats(want[info.name], to_int8_convention(got[info.name]).reshape(want[info.name].shape))
-        allowed = allowed_lsb(target.tolerance.lsb_policy, target.tolerance.max_lsb_vs_golden,
-                              requantizing_layers(build.analysis, info.name))
+        allowed = allowed_lsb(
+            target.tolerance.lsb_policy,
+            target.tolerance.max_lsb_vs_golden,
+            requantizing_layers(build.analysis, info.name),
+        )
         row = {"layer": info.name, "op": info.op, "allowed": allowed, **stats}
         rows.append(row)
         if divergence is None and stats["max_lsb"] > allowed:
-            divergence = LayerDivergence(info.name, info.op, stats["max_lsb"], allowed, stats["share_differing"],
-                                         rows[:-1])
+            divergence = LayerDivergence(
+                info.name, info.op, stats["max_lsb"], allowed, stats["share_differing"], rows[:-1]
+            )
     return rows, divergence
 
 
-def check_target(build: BuiltModel, target: Target, x: np.ndarray, float_out: np.ndarray,
-                 per_layer: bool = False) -> TargetResult:
+def check_target(
+    build: BuiltModel, target: Target, x: np.ndarray, float_out: np.ndarray, per_layer: bool = False
+) -> TargetResult:
     backend = require(get_backend(target))
     analysis, tol = build.analysis, target.tolerance
     dtype = target_dtype(build, target)
@@ -141,9 +160,19 @@ def check_target(build: BuiltModel, target: Target, x: np.ndarray, float_out: np
     lstats = metrics.lsb_stats(want, out_q)
     if split_head:
         allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis, logits))
-        checks = softmax_head_checks(target.name, golden, logits, want_all[logits], got[logits],
-                                     build.qparams.activations[logits], out_q, output, allowed, tol.head_lsb,
-                                     lstats["max_lsb"])
+        checks = softmax_head_checks(
+            target.name,
+            golden,
+            logits,
+            want_all[logits],
+            got[logits],
+            build.qparams.activations[logits],
+            out_q,
+            output,
+            allowed,
+            tol.head_lsb,
+            lstats["max_lsb"],
+        )
     else:
         allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis))
         checks = [lsb_check(target.name, lstats["max_lsb"], allowed, f"{golden} golden reference")]
@@ -156,8 +185,14 @@ def check_target(build: BuiltModel, target: Target, x: np.ndarray, float_out: np
     return result
 
 
-def run_parity(build: BuiltModel, targets: Sequence[Target], x: np.ndarray, input_source: str,
-               per_layer: bool = False, progress: Callable[[str], None] | None = None) -> ParityReport:
+def run_parity(
+    build: BuiltModel,
+    targets: Sequence[Target],
+    x: np.ndarray,
+    input_source: str,
+    per_layer: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> ParityReport:
     start = time.perf_counter()
     float_out = reference.run(build.analysis, build.weights, x)[build.analysis.model.output]
     for target in targets:  # fail fast on a missing runtime, before any long run
@@ -169,8 +204,9 @@ def run_parity(build: BuiltModel, targets: Sequence[Target], x: np.ndarray, inpu
         results.append(check_target(build, target, x, float_out, per_layer))
     pairwise = []
     for i, a in enumerate(results):
-        for b in results[i + 1:]:
+        for b in results[i + 1 :]:
             stats = metrics.lsb_stats(a.output_q, b.output_q)
-            pairwise.append({"a": a.target, "b": b.target, "max_lsb": stats["max_lsb"],
-                             "share_differing": stats["share_differing"]})
+            pairwise.append(
+                {"a": a.target, "b": b.target, "max_lsb": stats["max_lsb"], "share_differing": stats["share_differing"]}
+            )
     return ParityReport(build.name, len(x), input_source, results, pairwise, time.perf_counter() - start)

@@ -21,6 +21,7 @@ Methods (all deterministic; values of all samples of a tensor are pooled):
 
 Pure numpy; no runtime imports.
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -29,18 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import reference
-from ..errors import InputError
-from ..graph import Analysis
-from ..ir import INPUT
-from ..weights import Weights
+from edgeconv.core import reference
+from edgeconv.core.errors import InputError
+from edgeconv.core.graph import Analysis
+from edgeconv.core.ir import INPUT
+from edgeconv.core.weights import Weights
 
 METHODS = ("minmax", "percentile", "mse")
-MIN_SAMPLES = 8          # fewer calibration samples than this are refused
+MIN_SAMPLES = 8  # fewer calibration samples than this are refused
 DEFAULT_PERCENTILE = 99.99
-MSE_GRID = 100           # candidate clipping factors α = k / MSE_GRID, k = 1 … MSE_GRID
-MSE_BINS = 2048          # histogram bins per tensor for the mse search
-BATCH = 16               # samples per reference run (bounds memory; results do not depend on it)
+MSE_GRID = 100  # candidate clipping factors α = k / MSE_GRID, k = 1 … MSE_GRID
+MSE_BINS = 2048  # histogram bins per tensor for the mse search
+BATCH = 16  # samples per reference run (bounds memory; results do not depend on it)
 
 Range = tuple[float, float]
 
@@ -63,8 +64,9 @@ def expected_sample_shape(analysis: Analysis) -> tuple[int, int, int]:
     return (spec.height, spec.width, spec.channels)
 
 
-def check_samples(x: np.ndarray, analysis: Analysis, source: str = "calibration data",
-                  min_samples: int = MIN_SAMPLES) -> np.ndarray:
+def check_samples(
+    x: np.ndarray, analysis: Analysis, source: str = "calibration data", min_samples: int = MIN_SAMPLES
+) -> np.ndarray:
     """Raise InputError unless x is float32 (N ≥ min_samples, H, W, C) and finite; return x."""
     h, w, c = expected_sample_shape(analysis)
     spec = analysis.model.input
@@ -78,16 +80,20 @@ def check_samples(x: np.ndarray, analysis: Analysis, source: str = "calibration 
             hint = "; this looks like NCHW, transpose with x.transpose(0, 2, 3, 1)"
         raise InputError(f"{source}: expected shape {layout}, got {tuple(x.shape)}{hint}")
     if x.dtype != np.float32:
-        raise InputError(f"{source}: expected dtype float32, got {x.dtype} "
-                         f"(convert with x.astype(np.float32) if the values are real-valued inputs)")
+        raise InputError(
+            f"{source}: expected dtype float32, got {x.dtype} "
+            f"(convert with x.astype(np.float32) if the values are real-valued inputs)"
+        )
     if x.shape[0] < min_samples:
         raise InputError(f"{source}: expected at least {min_samples} samples, got {x.shape[0]}")
     finite = np.isfinite(x)
     if not finite.all():
         n, i, j, k = (int(v) for v in np.argwhere(~finite)[0])
         bad = int((~finite).sum())
-        raise InputError(f"{source}: sample {n} has {_describe(x[n, i, j, k])} at (h={i}, w={j}, c={k}); "
-                         f"expected finite values ({bad} non-finite value{'s' if bad != 1 else ''} in all)")
+        raise InputError(
+            f"{source}: sample {n} has {_describe(x[n, i, j, k])} at (h={i}, w={j}, c={k}); "
+            f"expected finite values ({bad} non-finite value{'s' if bad != 1 else ''} in all)"
+        )
     return x
 
 
@@ -110,8 +116,9 @@ def synthetic_calibration_set(analysis: Analysis, n: int = 32, seed: int = 0) ->
     return rng.standard_normal((n,) + expected_sample_shape(analysis)).astype(np.float32)
 
 
-def load_calibration(path: str | Path, analysis: Analysis, min_samples: int = MIN_SAMPLES,
-                     what: str = "calibration") -> np.ndarray:
+def load_calibration(
+    path: str | Path, analysis: Analysis, min_samples: int = MIN_SAMPLES, what: str = "calibration"
+) -> np.ndarray:
     """Read calibration samples from .npy (N×H×W×C float32) or .npz (one array, or one per
     model input keyed by the input's name, i.e. "input") and check them."""
     path = Path(path)
@@ -126,12 +133,13 @@ def load_calibration(path: str | Path, analysis: Analysis, min_samples: int = MI
         else:
             with np.load(path, allow_pickle=False) as data:
                 keys = list(data.files)
-                if len(keys) == 1:   # one array under any key; the model has one input, "input"
+                if len(keys) == 1:  # one array under any key; the model has one input, "input"
                     x = data[keys[0]]
                 else:
-                    raise InputError(f"{what} {path}: expected one array, or one per model input "
-                                     f"(keyed {INPUT!r}), got {len(keys)} arrays"
-                                     + (f": {', '.join(keys)}" if keys else ""))
+                    raise InputError(
+                        f"{what} {path}: expected one array, or one per model input "
+                        f"(keyed {INPUT!r}), got {len(keys)} arrays" + (f": {', '.join(keys)}" if keys else "")
+                    )
     except InputError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
@@ -143,7 +151,7 @@ def tensor_values(analysis: Analysis, weights: Weights, samples: np.ndarray) -> 
     """Every tensor's values over all samples, flattened to 1-D float32 (input first, then layers)."""
     chunks: dict[str, list[np.ndarray]] = {}
     for start in range(0, samples.shape[0], BATCH):
-        outputs = reference.run(analysis, weights, samples[start:start + BATCH], keep_all=True)
+        outputs = reference.run(analysis, weights, samples[start : start + BATCH], keep_all=True)
         for name, value in outputs.items():
             chunks.setdefault(name, []).append(value.reshape(-1))
     order = [INPUT] + [layer.name for layer in analysis.model.layers]
@@ -178,16 +186,17 @@ def mse_range(values: np.ndarray, grid: int = MSE_GRID, bins: int = MSE_BINS) ->
     keep = counts > 0
     centres = ((edges[:-1] + edges[1:]) / 2.0)[keep]
     weight = counts[keep].astype(np.float64)
-    alphas = np.arange(grid, 0, -1, dtype=np.float64) / grid          # 1, …, 1/grid (larger first)
+    alphas = np.arange(grid, 0, -1, dtype=np.float64) / grid  # 1, …, 1/grid (larger first)
     scale, zp = _int8_params(alphas * lo, alphas * hi)
     q = np.clip(np.rint(centres[None, :] / scale[:, None]) + zp[:, None], -128, 127)
     err = ((centres[None, :] - (q - zp[:, None]) * scale[:, None]) ** 2 * weight).sum(axis=1) / weight.sum()
-    best = int(np.argmin(err))                                        # first minimum: the larger α
+    best = int(np.argmin(err))  # first minimum: the larger α
     return (float(alphas[best] * lo), float(alphas[best] * hi))
 
 
-def ranges_from_values(values: dict[str, np.ndarray], method: str = "minmax",
-                       percentile: float = DEFAULT_PERCENTILE) -> dict[str, Range]:
+def ranges_from_values(
+    values: dict[str, np.ndarray], method: str = "minmax", percentile: float = DEFAULT_PERCENTILE
+) -> dict[str, Range]:
     """Apply one method to each tensor's pooled values (as tensor_values returns them)."""
     _check_method(method, percentile)
     if method == "minmax":
@@ -204,9 +213,15 @@ def _check_method(method: str, percentile: float) -> None:
         raise InputError(f"calibration percentile: expected a value in (50, 100], e.g. 99.99, got {percentile}")
 
 
-def calibrate(analysis: Analysis, weights: Weights, samples: np.ndarray, method: str = "minmax",
-              percentile: float = DEFAULT_PERCENTILE, source: str = "calibration data",
-              min_samples: int = MIN_SAMPLES) -> Calibration:
+def calibrate(
+    analysis: Analysis,
+    weights: Weights,
+    samples: np.ndarray,
+    method: str = "minmax",
+    percentile: float = DEFAULT_PERCENTILE,
+    source: str = "calibration data",
+    min_samples: int = MIN_SAMPLES,
+) -> Calibration:
     """Ranges of "input" and every layer output over the samples (N, H, W, C) float32."""
     _check_method(method, percentile)
     samples = check_samples(samples, analysis, source, min_samples)

@@ -24,24 +24,41 @@ difference only at or after the named op.
 
 Pure numpy; no runtime is imported.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from ..graph import Analysis
-from ..ir import INPUT, Activation, Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
-from . import int8_ops
-from .params import QuantParams, TensorQuant
-from .rounding import fma_f32, multiplier_double, quantize_multipliers
+from edgeconv.core.graph import Analysis
+from edgeconv.core.ir import (
+    INPUT,
+    Activation,
+    Add,
+    AvgPool,
+    Conv2d,
+    Dense,
+    DepthwiseConv2d,
+    GlobalAvgPool,
+    MaxPool,
+    Softmax,
+)
+from edgeconv.quant import int8_ops
+from edgeconv.quant.params import QuantParams, TensorQuant
+from edgeconv.quant.rounding import fma_f32, multiplier_double, quantize_multipliers
 
 RUNTIMES = ("litert_ref", "litert_builtin", "litert_xnnpack", "tflm", "ort_cpu")
 FAMILIES = {"tflite": "litert_ref", "fp32": "litert_xnnpack"}
 
 # TFLite opcode each IR op is exported as (the key of golden_variant and KNOWN_DEVIATIONS).
 TFLITE_OP = {
-    "conv2d": "CONV_2D", "depthwise_conv2d": "DEPTHWISE_CONV_2D", "max_pool": "MAX_POOL_2D",
-    "avg_pool": "AVERAGE_POOL_2D", "global_avg_pool": "MEAN", "dense": "FULLY_CONNECTED",
-    "add": "ADD", "softmax": "SOFTMAX",
+    "conv2d": "CONV_2D",
+    "depthwise_conv2d": "DEPTHWISE_CONV_2D",
+    "max_pool": "MAX_POOL_2D",
+    "avg_pool": "AVERAGE_POOL_2D",
+    "global_avg_pool": "MEAN",
+    "dense": "FULLY_CONNECTED",
+    "add": "ADD",
+    "softmax": "SOFTMAX",
 }
 
 # Whole-model deviations that remain after choosing the matching kernel variant per op:
@@ -96,6 +113,7 @@ def activation_range(kind: Activation, tq: TensorQuant) -> tuple[int, int]:
 # All in the int8 convention: a uint8 value u is u − 128 here, zero points likewise; every
 # formula below is invariant under that shift (differences of values and zero points only).
 # ---------------------------------------------------------------------------------------------
+
 
 def ort_add(a, a_zp, s_a, b, b_zp, s_b, s_out, zp_out, act_min=-128, act_max=127):
     """QLinearAdd (MLAS, AVX2 with FMA3; measured bit-exact on ORT 1.32 x86-64, no VNNI), on the
@@ -181,6 +199,7 @@ def ort_softmax(x, s_in, zp_out=-128, s_out=1.0 / 256.0):
 # The model
 # ---------------------------------------------------------------------------------------------
 
+
 def _scale(tq: TensorQuant) -> float:
     return float(tq.scale[0])
 
@@ -200,43 +219,95 @@ def run_layer(layer, info, args: list[np.ndarray], qparams: QuantParams, runtime
     if isinstance(layer, (Conv2d, DepthwiseConv2d)):
         lo, hi = activation_range(layer.activation, out_q)
         fn = int8_ops.conv2d if isinstance(layer, Conv2d) else int8_ops.depthwise_conv2d
-        return fn(x, _zp(in_q[0]), qparams.q_weights[name], qparams.q_biases[name],
-                  (layer.stride[1], layer.stride[0]), info.pads, _scale(in_q[0]),
-                  qparams.weights[name].scale_array(), _scale(out_q), _zp(out_q), lo, hi, family, kernel)
+        return fn(
+            x,
+            _zp(in_q[0]),
+            qparams.q_weights[name],
+            qparams.q_biases[name],
+            (layer.stride[1], layer.stride[0]),
+            info.pads,
+            _scale(in_q[0]),
+            qparams.weights[name].scale_array(),
+            _scale(out_q),
+            _zp(out_q),
+            lo,
+            hi,
+            family,
+            kernel,
+        )
     if isinstance(layer, MaxPool):
         return int8_ops.max_pool(x, layer.pool[::-1], layer.stride[::-1], info.pads)
     if isinstance(layer, AvgPool):
         if kernel == "ort":
-            return ort_avg_pool(x, _zp(in_q[0]), _scale(in_q[0]), _scale(out_q), _zp(out_q),
-                                layer.pool[::-1], layer.stride[::-1], info.pads)
+            return ort_avg_pool(
+                x,
+                _zp(in_q[0]),
+                _scale(in_q[0]),
+                _scale(out_q),
+                _zp(out_q),
+                layer.pool[::-1],
+                layer.stride[::-1],
+                info.pads,
+            )
         return int8_ops.avg_pool(x, layer.pool[::-1], layer.stride[::-1], info.pads, family=family)
     if isinstance(layer, GlobalAvgPool):
         if kernel == "ort":
             return ort_global_avg_pool(x, _zp(in_q[0]), _scale(in_q[0]), _scale(out_q), _zp(out_q))
-        return int8_ops.mean(x, _zp(in_q[0]), _scale(in_q[0]), _scale(out_q), _zp(out_q), kernel=kernel,
-                             family=family)
+        return int8_ops.mean(x, _zp(in_q[0]), _scale(in_q[0]), _scale(out_q), _zp(out_q), kernel=kernel, family=family)
     if isinstance(layer, Dense):
         lo, hi = activation_range(layer.activation, out_q)
         if len(qparams.weights[name].scale) > 1:
             family, kernel = PER_CHANNEL_FC.get(runtime, (family, kernel))
-        flat = np.asarray(x).reshape(x.shape[0], -1)          # NHWC flatten = H, W, C order
+        flat = np.asarray(x).reshape(x.shape[0], -1)  # NHWC flatten = H, W, C order
         if kernel == "single_rounding":
-            y = fully_connected_single_rounding(flat, _zp(in_q[0]), qparams.q_weights[name], qparams.q_biases[name],
-                                                _scale(in_q[0]), qparams.weights[name].scale_array(),
-                                                _scale(out_q), _zp(out_q), lo, hi)
+            y = fully_connected_single_rounding(
+                flat,
+                _zp(in_q[0]),
+                qparams.q_weights[name],
+                qparams.q_biases[name],
+                _scale(in_q[0]),
+                qparams.weights[name].scale_array(),
+                _scale(out_q),
+                _zp(out_q),
+                lo,
+                hi,
+            )
             return y.reshape(x.shape[0], 1, 1, -1)
-        y = int8_ops.fully_connected(flat, _zp(in_q[0]), qparams.q_weights[name], qparams.q_biases[name],
-                                     _scale(in_q[0]), qparams.weights[name].scale_array(), _scale(out_q),
-                                     _zp(out_q), lo, hi, family, kernel)
+        y = int8_ops.fully_connected(
+            flat,
+            _zp(in_q[0]),
+            qparams.q_weights[name],
+            qparams.q_biases[name],
+            _scale(in_q[0]),
+            qparams.weights[name].scale_array(),
+            _scale(out_q),
+            _zp(out_q),
+            lo,
+            hi,
+            family,
+            kernel,
+        )
         return y.reshape(x.shape[0], 1, 1, -1)
     if isinstance(layer, Add):
         lo, hi = activation_range(layer.activation, out_q)
         a, b = args
         if kernel == "ort":
-            return ort_add(a, _zp(in_q[0]), _scale(in_q[0]), b, _zp(in_q[1]), _scale(in_q[1]),
-                           _scale(out_q), _zp(out_q), lo, hi)
-        return int8_ops.add(a, _zp(in_q[0]), _scale(in_q[0]), b, _zp(in_q[1]), _scale(in_q[1]),
-                            _scale(out_q), _zp(out_q), lo, hi, family=family)
+            return ort_add(
+                a, _zp(in_q[0]), _scale(in_q[0]), b, _zp(in_q[1]), _scale(in_q[1]), _scale(out_q), _zp(out_q), lo, hi
+            )
+        return int8_ops.add(
+            a,
+            _zp(in_q[0]),
+            _scale(in_q[0]),
+            b,
+            _zp(in_q[1]),
+            _scale(in_q[1]),
+            _scale(out_q),
+            _zp(out_q),
+            lo,
+            hi,
+            family=family,
+        )
     if isinstance(layer, Softmax):
         if kernel == "ort":
             return ort_softmax(x, _scale(in_q[0]), _zp(out_q), _scale(out_q))
@@ -244,8 +315,9 @@ def run_layer(layer, info, args: list[np.ndarray], qparams: QuantParams, runtime
     raise TypeError(f"golden: no int8 kernel for {type(layer).__name__} ({name})")
 
 
-def run_int8(analysis: Analysis, qparams: QuantParams, x_q: np.ndarray, runtime: str,
-             keep_all: bool = False) -> dict[str, np.ndarray]:
+def run_int8(
+    analysis: Analysis, qparams: QuantParams, x_q: np.ndarray, runtime: str, keep_all: bool = False
+) -> dict[str, np.ndarray]:
     """The int8 outputs `runtime` computes for x_q (N, H, W, C) int8 (quantized outside the
     graph with quantize_input). Returns {output name: int8 NHWC array} (dense layers as
     (N, 1, 1, units)), or every layer's output and "input" with keep_all."""
@@ -256,8 +328,9 @@ def run_int8(analysis: Analysis, qparams: QuantParams, x_q: np.ndarray, runtime:
     expected = (spec.height, spec.width, spec.channels)
     x_q = np.asarray(x_q)
     if x_q.ndim != 4 or tuple(x_q.shape[1:]) != expected or x_q.dtype != np.int8:
-        raise ValueError(f"golden: expected int8 input (N, {', '.join(map(str, expected))}), "
-                         f"got {x_q.dtype} {tuple(x_q.shape)}")
+        raise ValueError(
+            f"golden: expected int8 input (N, {', '.join(map(str, expected))}), got {x_q.dtype} {tuple(x_q.shape)}"
+        )
     values = {INPUT: x_q}
     for layer, info in zip(model.layers, analysis.layers):
         values[layer.name] = run_layer(layer, info, [values[src] for src in layer.inputs], qparams, runtime)
@@ -266,8 +339,9 @@ def run_int8(analysis: Analysis, qparams: QuantParams, x_q: np.ndarray, runtime:
     return {model.output: values[model.output]}
 
 
-def run_family(analysis: Analysis, qparams: QuantParams, x_q: np.ndarray, family: str,
-               keep_all: bool = False) -> dict[str, np.ndarray]:
+def run_family(
+    analysis: Analysis, qparams: QuantParams, x_q: np.ndarray, family: str, keep_all: bool = False
+) -> dict[str, np.ndarray]:
     """The golden of a rounding family ("tflite" or "fp32"): run_int8 with FAMILIES[family]."""
     if family not in FAMILIES:
         raise ValueError(f"unknown rounding family {family!r}: expected one of {', '.join(FAMILIES)}")

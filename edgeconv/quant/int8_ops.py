@@ -10,12 +10,12 @@ SOFTMAX have different algorithms per runtime. Those ops take `kernel="reference
 golden_variant(op, runtime) says which (family, kernel) matches a runtime bit-exactly, and
 KNOWN_DEVIATIONS records the measured differences (tests/test_int8_ops.py checks them).
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
-
 
 from edgeconv.quant.rounding import (
     INT32_MAX,
@@ -35,38 +35,44 @@ from edgeconv.quant.rounding import (
 # own is matched with 0 LSB by the kernel variant golden_variant() names for it.
 KNOWN_DEVIATIONS: dict[str, dict] = {
     "CONV_2D": {
-        "runtimes": ("litert_builtin", "litert_ref", "tflm"), "max_lsb": 1,
+        "runtimes": ("litert_builtin", "litert_ref", "tflm"),
+        "max_lsb": 1,
         "reason": "LiteRT's optimized int8 conv (x86) ends with a plain rounding shift, ties "
-                  "toward +inf; the reference kernel and TFLM round ties away from zero. "
-                  "kernel='optimized' reproduces the builtin kernel exactly.",
+        "toward +inf; the reference kernel and TFLM round ties away from zero. "
+        "kernel='optimized' reproduces the builtin kernel exactly.",
     },
     "DEPTHWISE_CONV_2D": {
-        "runtimes": ("litert_builtin", "litert_ref", "tflm"), "max_lsb": 1,
+        "runtimes": ("litert_builtin", "litert_ref", "tflm"),
+        "max_lsb": 1,
         "reason": "as CONV_2D: builtin kernel rounds the final shift's ties toward +inf.",
     },
     "FULLY_CONNECTED": {
-        "runtimes": ("litert_builtin", "litert_ref", "tflm"), "max_lsb": 1,
+        "runtimes": ("litert_builtin", "litert_ref", "tflm"),
+        "max_lsb": 1,
         "reason": "both LiteRT resolvers (BUILTIN_REF too) round the final shift's ties toward "
-                  "+inf; TFLM rounds them away from zero.",
+        "+inf; TFLM rounds them away from zero.",
     },
     "MEAN": {
-        "runtimes": ("litert_builtin", "litert_ref", "tflm", "litert_xnnpack"), "max_lsb": 1,
+        "runtimes": ("litert_builtin", "litert_ref", "tflm", "litert_xnnpack"),
+        "max_lsb": 1,
         "reason": "three algorithms: reference/TFLM fold 1/n into the Q31 multiplier; the "
-                  "builtin kernel uses a float32 multiplier s_in/(n·s_out) on the raw sum plus a "
-                  "rounded zero-point bias, ties toward +inf; XNNPACK does the same in float32 "
-                  "with half-to-even rounding. Each is matched exactly by its variant.",
+        "builtin kernel uses a float32 multiplier s_in/(n·s_out) on the raw sum plus a "
+        "rounded zero-point bias, ties toward +inf; XNNPACK does the same in float32 "
+        "with half-to-even rounding. Each is matched exactly by its variant.",
     },
     "AVERAGE_POOL_2D": {
-        "runtimes": ("litert_xnnpack",), "max_lsb": 0,
+        "runtimes": ("litert_xnnpack",),
+        "max_lsb": 0,
         "reason": "XNNPACK declines int8 average pooling; the builtin kernel runs and matches "
-                  "the tflite family (which all LiteRT kernels and TFLM match exactly).",
+        "the tflite family (which all LiteRT kernels and TFLM match exactly).",
     },
     "SOFTMAX": {
-        "runtimes": ("litert_xnnpack", "litert_builtin"), "max_lsb": 0,
+        "runtimes": ("litert_xnnpack", "litert_builtin"),
+        "max_lsb": 0,
         "reason": "XNNPACK declines int8 softmax. The builtin kernel is the float32 exp "
-                  "table (kernel='optimized'), the reference kernel and TFLM the gemmlowp "
-                  "fixed-point one (kernel='reference'); both are matched exactly and they "
-                  "agreed on every case measured (up to 100 classes).",
+        "table (kernel='optimized'), the reference kernel and TFLM the gemmlowp "
+        "fixed-point one (kernel='reference'); both are matched exactly and they "
+        "agreed on every case measured (up to 100 classes).",
     },
 }
 
@@ -106,6 +112,7 @@ def golden_variant(op: str, runtime: str) -> tuple[str, str]:
 # Helpers
 # ---------------------------------------------------------------------------------------------
 
+
 def _as_i64(a) -> np.ndarray:
     return np.asarray(a, dtype=np.int64)
 
@@ -128,7 +135,7 @@ def _windows(xp, kh: int, kw: int, stride, out_h: int, out_w: int):
     sh, sw = stride
     for i in range(kh):
         for j in range(kw):
-            yield i, j, xp[:, i: i + sh * (out_h - 1) + 1: sh, j: j + sw * (out_w - 1) + 1: sw, :]
+            yield i, j, xp[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw, :]
 
 
 def _ties(kernel: str) -> str:
@@ -145,8 +152,23 @@ def _ties(kernel: str) -> str:
 # Convolutions and fully connected
 # ---------------------------------------------------------------------------------------------
 
-def conv2d(x, x_zp, w, bias, stride, pads, s_in, s_w, s_out, zp_out, act_min=-128, act_max=127,
-           family="tflite", kernel="reference"):
+
+def conv2d(
+    x,
+    x_zp,
+    w,
+    bias,
+    stride,
+    pads,
+    s_in,
+    s_w,
+    s_out,
+    zp_out,
+    act_min=-128,
+    act_max=127,
+    family="tflite",
+    kernel="reference",
+):
     """CONV_2D int8, per-channel symmetric weights w (Cout, KH, KW, Cin)."""
     w = _as_i64(w)
     cout, kh, kw, _ = w.shape
@@ -160,12 +182,25 @@ def conv2d(x, x_zp, w, bias, stride, pads, s_in, s_w, s_out, zp_out, act_min=-12
         acc += np.einsum("nhwc,oc->nhwo", view, w[:, i, j, :])
     if bias is not None:
         acc += _as_i64(bias)
-    return _to_int8(requantize(acc, s_in, s_w, s_out, zp_out, act_min, act_max, family,
-                                _ties(kernel)))
+    return _to_int8(requantize(acc, s_in, s_w, s_out, zp_out, act_min, act_max, family, _ties(kernel)))
 
 
-def depthwise_conv2d(x, x_zp, w, bias, stride, pads, s_in, s_w, s_out, zp_out, act_min=-128,
-                     act_max=127, family="tflite", kernel="reference"):
+def depthwise_conv2d(
+    x,
+    x_zp,
+    w,
+    bias,
+    stride,
+    pads,
+    s_in,
+    s_w,
+    s_out,
+    zp_out,
+    act_min=-128,
+    act_max=127,
+    family="tflite",
+    kernel="reference",
+):
     """DEPTHWISE_CONV_2D int8 with depth multiplier 1; w is (1, KH, KW, C)."""
     w = _as_i64(w)
     _, kh, kw, c = w.shape
@@ -178,23 +213,23 @@ def depthwise_conv2d(x, x_zp, w, bias, stride, pads, s_in, s_w, s_out, zp_out, a
         acc += view * w[0, i, j, :]
     if bias is not None:
         acc += _as_i64(bias)
-    return _to_int8(requantize(acc, s_in, s_w, s_out, zp_out, act_min, act_max, family,
-                                _ties(kernel)))
+    return _to_int8(requantize(acc, s_in, s_w, s_out, zp_out, act_min, act_max, family, _ties(kernel)))
 
 
-def fully_connected(x, x_zp, w, bias, s_in, s_w, s_out, zp_out, act_min=-128, act_max=127,
-                    family="tflite", kernel="reference"):
+def fully_connected(
+    x, x_zp, w, bias, s_in, s_w, s_out, zp_out, act_min=-128, act_max=127, family="tflite", kernel="reference"
+):
     """FULLY_CONNECTED int8: x (N, Cin), w (Cout, Cin) symmetric (per-tensor or per-channel)."""
     acc = (_as_i64(x) - x_zp) @ _as_i64(w).T
     if bias is not None:
         acc += _as_i64(bias)
-    return _to_int8(requantize(acc, s_in, s_w, s_out, zp_out, act_min, act_max, family,
-                                _ties(kernel)))
+    return _to_int8(requantize(acc, s_in, s_w, s_out, zp_out, act_min, act_max, family, _ties(kernel)))
 
 
 # ---------------------------------------------------------------------------------------------
 # Pooling and reductions
 # ---------------------------------------------------------------------------------------------
+
 
 def _pool_windows(x, filter_hw, stride, pads):
     """(values, valid) per tap; padded positions are marked invalid, not given a value."""
@@ -205,8 +240,9 @@ def _pool_windows(x, filter_hw, stride, pads):
     xp = _pad_nhwc(x, pads, 0)
     valid = _pad_nhwc(np.ones((1, h, w, 1), dtype=np.int64), pads, 0)
     taps = []
-    for (_, _, v), (_, _, m) in zip(_windows(xp, kh, kw, stride, out_h, out_w),
-                                    _windows(valid, kh, kw, stride, out_h, out_w)):
+    for (_, _, v), (_, _, m) in zip(
+        _windows(xp, kh, kw, stride, out_h, out_w), _windows(valid, kh, kw, stride, out_h, out_w)
+    ):
         taps.append((v, m.astype(bool)))
     return taps
 
@@ -292,6 +328,7 @@ def _mean_fp32(x, x_zp, s_in, s_out, zp_out):
 # Elementwise
 # ---------------------------------------------------------------------------------------------
 
+
 def add(a, a_zp, s_a, b, b_zp, s_b, s_out, zp_out, act_min=-128, act_max=127, family="tflite"):
     """ADD int8 with broadcasting.
 
@@ -315,7 +352,7 @@ def add(a, a_zp, s_a, b, b_zp, s_b, s_out, zp_out, act_min=-128, act_max=127, fa
 
 # XNNPACK takes an int8 ADD only when both ratios s_x/s_out (float32) lie in this range;
 # otherwise LiteRT runs its builtin kernel (measured, LiteRT 2.3.0).
-XNNPACK_ADD_RATIO_RANGE = (2.0 ** -10, 2.0 ** 8)
+XNNPACK_ADD_RATIO_RANGE = (2.0**-10, 2.0**8)
 
 
 def xnnpack_add_params(s_a, s_b, s_out) -> tuple[int, int, int] | None:
@@ -330,10 +367,10 @@ def xnnpack_add_params(s_a, s_b, s_out) -> tuple[int, int, int] | None:
     lo, hi = XNNPACK_ADD_RATIO_RANGE
     if not all(lo <= float(r) < hi for r in (ra, rb)):
         return None
-    exponent = math.frexp(float(max(ra, rb)))[1] - 1          # max(ra, rb) = f · 2^exponent, 1 <= f < 2
+    exponent = math.frexp(float(max(ra, rb)))[1] - 1  # max(ra, rb) = f · 2^exponent, 1 <= f < 2
     shift = 20 - exponent
-    ma = int(np.rint(np.float64(ra) * 2.0 ** shift))
-    mb = int(np.rint(np.float64(rb) * 2.0 ** shift))
+    ma = int(np.rint(np.float64(ra) * 2.0**shift))
+    mb = int(np.rint(np.float64(rb) * 2.0**shift))
     return ma, mb, shift
 
 
@@ -389,9 +426,9 @@ def _rescale(x, src_int_bits: int, dst_int_bits: int):
 
 def _exp_on_interval_between_negative_one_quarter_and_0_excl(a):
     """exp(a) for a in [−1/4, 0), Q0.31 in and out: Taylor series around −1/8."""
-    constant_term = 1895147668        # exp(−1/8) in Q0.31
-    constant_1_over_3 = 715827883     # 1/3 in Q0.31
-    x = _as_i64(a) + (1 << 28)         # a + 1/8
+    constant_term = 1895147668  # exp(−1/8) in Q0.31
+    constant_1_over_3 = 715827883  # 1/3 in Q0.31
+    x = _as_i64(a) + (1 << 28)  # a + 1/8
     x2 = _srdhm(x, x)
     x3 = _srdhm(x2, x)
     x4 = _srdhm(x2, x2)
@@ -401,8 +438,7 @@ def _exp_on_interval_between_negative_one_quarter_and_0_excl(a):
 
 
 # exp(−2^k) in Q0.31 for the barrel shifter over the integer part of −a, k = −2 .. 4.
-_EXP_BARREL = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
-               (2, 39332535), (3, 720401), (4, 242))
+_EXP_BARREL = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308), (2, 39332535), (3, 720401), (4, 242))
 
 
 def _exp_on_negative_values(a, integer_bits: int = _SCALED_DIFF_INTEGER_BITS):
@@ -412,7 +448,8 @@ def _exp_on_negative_values(a, integer_bits: int = _SCALED_DIFF_INTEGER_BITS):
     one_quarter = 1 << (fractional_bits - 2)
     a_mod_quarter_minus_one_quarter = (a & (one_quarter - 1)) - one_quarter
     result = _exp_on_interval_between_negative_one_quarter_and_0_excl(
-        _rescale(a_mod_quarter_minus_one_quarter, integer_bits, 0))
+        _rescale(a_mod_quarter_minus_one_quarter, integer_bits, 0)
+    )
     remainder = a_mod_quarter_minus_one_quarter - a
     for exponent, multiplier in _EXP_BARREL:
         if integer_bits > exponent:
@@ -424,22 +461,23 @@ def _exp_on_negative_values(a, integer_bits: int = _SCALED_DIFF_INTEGER_BITS):
 def _one_over_one_plus_x_for_x_in_0_1(a):
     """1/(1 + a) for a in [0, 1) Q0.31, by three Newton-Raphson steps; result Q0.31."""
     a = _as_i64(a)
-    s = a + INT32_MAX                   # RoundingHalfSum(a, One): (a + one ± 1) / 2
+    s = a + INT32_MAX  # RoundingHalfSum(a, One): (a + one ± 1) / 2
     half_denominator = _c_div(s + np.where(s >= 0, 1, -1), 2)
-    x = 1515870810 + _srdhm(half_denominator, -1010580540)   # 48/17 − 32/17·d, Q2.29
+    x = 1515870810 + _srdhm(half_denominator, -1010580540)  # 48/17 − 32/17·d, Q2.29
     one_q2 = 1 << 29
     for _ in range(3):
-        half_denominator_times_x = _srdhm(half_denominator, x)          # Q2.29
-        one_minus = one_q2 - half_denominator_times_x                   # Q2.29
-        x = x + _rescale(_srdhm(x, one_minus), 4, 2)                     # Q4 → Q2
-    return _rescale(x, 1, 0)            # ExactMulByPot<−1> (Q2 → Q1 reinterpretation), → Q0
+        half_denominator_times_x = _srdhm(half_denominator, x)  # Q2.29
+        one_minus = one_q2 - half_denominator_times_x  # Q2.29
+        x = x + _rescale(_srdhm(x, one_minus), 4, 2)  # Q4 → Q2
+    return _rescale(x, 1, 0)  # ExactMulByPot<−1> (Q2 → Q1 reinterpretation), → Q0
 
 
 def _get_reciprocal(x, x_integer_bits: int):
     """TFLite GetReciprocal: (1/x as Q0.31 of x normalized to [1, 2), num_bits_over_unit)."""
     x = _as_i64(x)
-    headroom_plus_one = np.array([32 - int(v).bit_length() for v in np.ravel(x & 0xFFFFFFFF)],
-                                 dtype=np.int64).reshape(x.shape)
+    headroom_plus_one = np.array([32 - int(v).bit_length() for v in np.ravel(x & 0xFFFFFFFF)], dtype=np.int64).reshape(
+        x.shape
+    )
     num_bits_over_unit = x_integer_bits - headroom_plus_one
     shifted = ((x << headroom_plus_one) & 0xFFFFFFFF) - (1 << 31)
     return _one_over_one_plus_x_for_x_in_0_1(shifted), num_bits_over_unit
@@ -471,10 +509,10 @@ def softmax(x, s_in, beta=1.0, kernel="reference"):
     multiplier, left_shift, diff_min = _softmax_reference_params(s_in, beta)
     diff = x - x.max(axis=-1, keepdims=True)
     in_range = diff >= diff_min
-    scaled = _srdhm(diff * (1 << left_shift), multiplier)      # Q5.26
-    exps = _exp_on_negative_values(scaled)                     # Q0.31
+    scaled = _srdhm(diff * (1 << left_shift), multiplier)  # Q5.26
+    exps = _exp_on_negative_values(scaled)  # Q0.31
     exps_acc = np.where(in_range, _rescale(exps, 0, _ACCUMULATION_INTEGER_BITS), 0)
-    sum_of_exps = exps_acc.sum(axis=-1, keepdims=True)         # Q12.19, fits in int32
+    sum_of_exps = exps_acc.sum(axis=-1, keepdims=True)  # Q12.19, fits in int32
     shifted_scale, num_bits_over_unit = _get_reciprocal(sum_of_exps, _ACCUMULATION_INTEGER_BITS)
     unsat = rounding_divide_by_pot(_srdhm(shifted_scale, exps), num_bits_over_unit + 31 - 8)
     out = np.where(in_range, np.clip(unsat - 128, -128, 127), -128)
@@ -486,14 +524,14 @@ def _softmax_lut(x, s_in, beta):
     scale = np.float32(-np.float32(s_in) * np.float32(beta))
     # table[255 − d] = expf(scale·d); expf is taken as exp in double rounded to float32.
     d = np.arange(256, dtype=np.float32)
-    table = np.exp((scale * d).astype(np.float64)).astype(np.float32)   # indexed by d
+    table = np.exp((scale * d).astype(np.float64)).astype(np.float32)  # indexed by d
     out = np.empty(x.shape, dtype=np.int64)
     rows = x.reshape(-1, x.shape[-1])
     flat = out.reshape(-1, x.shape[-1])
     for r, row in enumerate(rows):
         e = table[row.max() - row]
         total = np.float32(0.0)
-        for v in e:                       # sequential float32 sum, as the C loop
+        for v in e:  # sequential float32 sum, as the C loop
             total = np.float32(total + v)
         inv = np.float32(np.float32(1.0) / (total * np.float32(1.0 / 256.0)))
         p = (e * inv).astype(np.float32)
@@ -504,6 +542,7 @@ def _softmax_lut(x, s_in, beta):
 # ---------------------------------------------------------------------------------------------
 # Data movement
 # ---------------------------------------------------------------------------------------------
+
 
 def pad(x, paddings, x_zp):
     """PAD int8: paddings ((before, after), ...) per axis; fills with the zero point."""

@@ -4,6 +4,7 @@ Scales are float32 values (stored as Python floats that are exactly float32). Ze
 are kept in the int8 convention; a uint8 target (ONNX Runtime CPU) uses zero point + 128
 with the same scale, which represents exactly the same real values.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,10 +16,10 @@ import numpy as np
 class TensorQuant:
     """Affine quantization real = scale · (q − zero_point) of one tensor."""
 
-    scale: tuple[float, ...]        # one value, or one per channel
-    zero_point: tuple[int, ...]     # same length as scale; int8 convention for activations
-    dtype: str = "int8"             # "int8" | "int32" (biases)
-    axis: int | None = None         # channel axis of a per-channel tensor
+    scale: tuple[float, ...]  # one value, or one per channel
+    zero_point: tuple[int, ...]  # same length as scale; int8 convention for activations
+    dtype: str = "int8"  # "int8" | "int32" (biases)
+    axis: int | None = None  # channel axis of a per-channel tensor
 
     @property
     def per_channel(self) -> bool:
@@ -27,19 +28,22 @@ class TensorQuant:
     def scale_array(self) -> np.ndarray:
         return np.asarray(self.scale, dtype=np.float32)
 
-    def as_uint8(self) -> "TensorQuant":
+    def as_uint8(self) -> TensorQuant:
         """The same real values on a uint8 grid (zero point shifted by 128)."""
         assert self.dtype == "int8", self.dtype
         return TensorQuant(self.scale, tuple(z + 128 for z in self.zero_point), "uint8", self.axis)
 
     def to_json(self) -> dict:
-        return {"scale": list(self.scale), "zero_point": list(self.zero_point), "dtype": self.dtype,
-                "axis": self.axis}
+        return {"scale": list(self.scale), "zero_point": list(self.zero_point), "dtype": self.dtype, "axis": self.axis}
 
     @classmethod
-    def from_json(cls, doc: dict) -> "TensorQuant":
-        return cls(tuple(float(v) for v in doc["scale"]), tuple(int(v) for v in doc["zero_point"]),
-                   str(doc.get("dtype", "int8")), doc.get("axis"))
+    def from_json(cls, doc: dict) -> TensorQuant:
+        return cls(
+            tuple(float(v) for v in doc["scale"]),
+            tuple(int(v) for v in doc["zero_point"]),
+            str(doc.get("dtype", "int8")),
+            doc.get("axis"),
+        )
 
 
 @dataclass(frozen=True)

@@ -30,21 +30,22 @@ Rules (every exporter reads the result; nothing here depends on a runtime):
 
 Every scale is an exact float32 value stored as a Python float. The result is deterministic.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
-from ..errors import InputError
-from ..graph import Analysis
-from ..ir import INPUT, Activation, AvgPool, Conv2d, Dense, DepthwiseConv2d, MaxPool, Softmax
-from ..weights import Weights
-from .params import QuantParams, TensorQuant
+from edgeconv.core.errors import InputError
+from edgeconv.core.graph import Analysis
+from edgeconv.core.ir import INPUT, Activation, AvgPool, Conv2d, Dense, DepthwiseConv2d, MaxPool, Softmax
+from edgeconv.core.weights import Weights
+from edgeconv.quant.params import QuantParams, TensorQuant
 
 INT8_MIN, INT8_MAX = -128, 127
 WEIGHT_QMAX = 127
-INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 SOFTMAX_QUANT = TensorQuant((1.0 / 256.0,), (-128,))
 WEIGHT_AXIS = {"conv2d": 0, "depthwise_conv2d": 3, "dense": 0}
 
@@ -96,8 +97,9 @@ def bias_quant(b: np.ndarray, s_in: float, w_tq: TensorQuant) -> tuple[TensorQua
     return tq, q.astype(np.int32)
 
 
-def quantize(analysis: Analysis, weights: Weights, ranges: Mapping[str, tuple[float, float]],
-             method_info: Mapping | None = None) -> QuantParams:
+def quantize(
+    analysis: Analysis, weights: Weights, ranges: Mapping[str, tuple[float, float]], method_info: Mapping | None = None
+) -> QuantParams:
     """QuantParams for the model from calibrated ranges ("input" and every layer name).
 
     `method_info` (e.g. calibrate.Calibration.info) is recorded as QuantParams.calibration.
@@ -107,8 +109,10 @@ def quantize(analysis: Analysis, weights: Weights, ranges: Mapping[str, tuple[fl
 
     def range_of(name: str) -> tuple[float, float]:
         if name not in ranges:
-            raise InputError(f"quantize {model.name}: no calibrated range for tensor {name!r} "
-                             f"(ranges given for: {', '.join(ranges) or 'nothing'})")
+            raise InputError(
+                f"quantize {model.name}: no calibrated range for tensor {name!r} "
+                f"(ranges given for: {', '.join(ranges) or 'nothing'})"
+            )
         lo, hi = ranges[name]
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
             raise InputError(f"quantize {model.name}: range of {name!r} must be finite with lo <= hi, got [{lo}, {hi}]")
@@ -132,8 +136,14 @@ def quantize(analysis: Analysis, weights: Weights, ranges: Mapping[str, tuple[fl
             w_q[name], q_weights[name] = weight_quant(weights[f"{name}.weight"], WEIGHT_AXIS[layer.op])
             s_in = acts[layer.inputs[0]].scale[0]
             b_q[name], q_biases[name] = bias_quant(weights[f"{name}.bias"], s_in, w_q[name])
-    return QuantParams(activations=acts, weights=w_q, biases=b_q, q_weights=q_weights, q_biases=q_biases,
-                       calibration=dict(method_info or {}))
+    return QuantParams(
+        activations=acts,
+        weights=w_q,
+        biases=b_q,
+        q_weights=q_weights,
+        q_biases=q_biases,
+        calibration=dict(method_info or {}),
+    )
 
 
 def storage(tq: TensorQuant, dtype: str) -> tuple[np.dtype, int, int, int]:

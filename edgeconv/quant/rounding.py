@@ -9,6 +9,7 @@
 Everything is vectorized over int64 NumPy arrays; int64 holds every intermediate of the
 int32 arithmetic exactly, and int32 saturation is emulated where the C code saturates.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,13 +31,13 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     """TFLite's QuantizeMultiplier: real ≈ q31 · 2^(shift − 31), q31 in [2^30, 2^31)."""
     if real == 0.0:
         return 0, 0
-    fraction, shift = math.frexp(real)          # real = fraction · 2^shift, fraction in [0.5, 1)
-    q = fraction * (1 << 31)                    # exact: scaling by a power of two
-    q31 = int(math.copysign(math.floor(abs(q) + 0.5), q))   # std::round: ties away from zero
-    if q31 == (1 << 31):                        # rounding reached 1.0: renormalize
+    fraction, shift = math.frexp(real)  # real = fraction · 2^shift, fraction in [0.5, 1)
+    q = fraction * (1 << 31)  # exact: scaling by a power of two
+    q31 = int(math.copysign(math.floor(abs(q) + 0.5), q))  # std::round: ties away from zero
+    if q31 == (1 << 31):  # rounding reached 1.0: renormalize
         q31 //= 2
         shift += 1
-    if shift < -31:                             # too small to represent: flush to zero
+    if shift < -31:  # too small to represent: flush to zero
         return 0, 0
     return q31, shift
 
@@ -46,7 +47,7 @@ def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
     overflow = (a == INT32_MIN) & (b == INT32_MIN)
-    ab = a * b                                   # |ab| <= 2^62: fits in int64
+    ab = a * b  # |ab| <= 2^62: fits in int64
     nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
     high = _c_div(ab + nudge, 1 << 31)
     return np.where(overflow, INT32_MAX, high)
@@ -123,8 +124,9 @@ def quantize_multipliers(real) -> tuple[np.ndarray, np.ndarray]:
     return q31, shift
 
 
-def requantize(acc, s_in, s_w, s_out, zp_out: int, qmin: int, qmax: int,
-               family: str = "tflite", ties: str = "away") -> np.ndarray:
+def requantize(
+    acc, s_in, s_w, s_out, zp_out: int, qmin: int, qmax: int, family: str = "tflite", ties: str = "away"
+) -> np.ndarray:
     """int32 accumulator (scale s_in·s_w[c]) → clamped output integers (scale s_out).
 
     s_w is a scalar or one scale per output channel (the last axis of acc). `ties` picks
@@ -154,9 +156,9 @@ def fma_f32(x, y, z) -> np.ndarray:
     z = np.asarray(z, np.float32).astype(np.float64)
     s = p + z
     bp = s - z
-    err = (p - bp) + (z - (s - bp))                 # s + err == p + z exactly
+    err = (p - bp) + (z - (s - bp))  # s + err == p + z exactly
     r = s.astype(np.float32)
-    residual = (s - r.astype(np.float64)) + err     # exact: |s − r| is a few double ulps of s
+    residual = (s - r.astype(np.float64)) + err  # exact: |s − r| is a few double ulps of s
     up = np.nextafter(r, np.float32(np.inf))
     down = np.nextafter(r, np.float32(-np.inf))
     half_up = (up.astype(np.float64) - r.astype(np.float64)) / 2

@@ -1,0 +1,351 @@
+"""`edgeconv build`: plan (or load a recipe), initialize or load weights, export, report.
+
+Everything is produced in memory first and written atomically at the end, so a failed run
+leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeconv import __version__
+from edgeconv.core.errors import CheckFailed
+from edgeconv.core.graph import Analysis, analyze
+from edgeconv.core.io import json_bytes, npz_bytes, write_files_atomic
+from edgeconv.core.ir import InputSpec, Model
+from edgeconv.core.weights import Weights, init_weights, load_weights
+from edgeconv.plan.memory import MemoryEstimate, estimate
+from edgeconv.plan.planner import OBJECTIVE, Budgets, Plan, TargetLimits, plan
+from edgeconv.plan.recipes import load_recipe, model_to_dict
+from edgeconv.plan.targets import Target
+from edgeconv.report.tables import layer_rows, markdown_table, text_table, utilization
+
+DEFAULT_BUDGET = 1_000_000  # 1 MB of flash: the reference Cortex-M device of DESIGN.md
+DEFAULT_RAM = 256_000  # 256 KB of SRAM on the same device
+DEFAULT_INPUT = InputSpec(32, 32, 3)
+DEFAULT_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    budget: int | None = None
+    ram: int | None = None
+    macs: int | None = None
+    input_spec: InputSpec = DEFAULT_INPUT
+    classes: int = DEFAULT_CLASSES
+    target: Target | None = None
+    recipe: str | None = None
+    weights_path: str | None = None
+    calib_path: str | None = None
+    calib_method: str = "minmax"
+    percentile: float = 99.99
+    calib_samples: int = 64
+    seed: int = 0
+    out: str | None = None
+    top: int = 0
+
+
+@dataclass
+class BuildResult:
+    model: Model
+    analysis: Analysis
+    memory: MemoryEstimate
+    budgets: Budgets
+    out_dir: Path
+    weights: Weights
+    weights_source: str
+    plan: Plan | None = None
+    calibration: dict = field(default_factory=dict)
+    int8_tflite_bytes: int | None = None
+    files: dict[str, bytes] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        a, m, b = self.analysis, self.memory, self.budgets
+        return {
+            "model": self.model.name,
+            "source": "planner" if self.plan else "recipe",
+            "objective": OBJECTIVE if self.plan else None,
+            "input": list(self.model.input.shape),
+            "output": list(a.output_shape),
+            "totals": {
+                "params": a.params,
+                "macs": a.macs,
+                "predicted_model_bytes": m.model_bytes,
+                "predicted_peak_ram_bytes": m.peak_ram_bytes,
+                "peak_ram_layer": m.peak_ram_layer,
+                "weight_bytes": m.weight_bytes,
+                "bias_bytes": m.bias_bytes,
+                "layers": len(a.layers),
+            },
+            "budgets": {"model_bytes": b.model_bytes, "ram_bytes": b.ram_bytes, "macs": b.macs},
+            "utilization": {
+                "model_bytes": _ratio(self.int8_tflite_bytes or m.model_bytes, b.model_bytes),
+                "ram_bytes": _ratio(m.peak_ram_bytes, b.ram_bytes),
+                "macs": _ratio(a.macs, b.macs),
+            },
+            "int8_tflite_bytes": self.int8_tflite_bytes,
+            "calibration": self.calibration,
+            "weights": self.weights_source,
+            "failures": self.failures,
+            "files": [str(self.out_dir / name) for name in self.files],
+        }
+
+
+def _ratio(used: int, limit: int | None) -> float | None:
+    return None if not limit else round(used / limit, 4)
+
+
+def resolve_budgets(req: BuildRequest) -> Budgets:
+    target = req.target
+    return Budgets(
+        model_bytes=req.budget or (target.flash_bytes if target and target.flash_bytes else DEFAULT_BUDGET),
+        ram_bytes=req.ram or (target.ram_bytes if target and target.ram_bytes else DEFAULT_RAM),
+        macs=req.macs or (target.max_macs if target else None),
+    )
+
+
+def ram_model(target: Target | None):
+    """The mcu target's RAM is the TFLM arena (arena.py); elsewhere the activation liveness peak."""
+    if target is not None and target.backend == "mcu":
+        from edgeconv.plan.arena import predict_arena_bytes
+
+        return predict_arena_bytes
+    return None
+
+
+def target_limits(target: Target | None) -> TargetLimits:
+    if target is None:
+        return TargetLimits()
+    return TargetLimits(kernels=target.kernels, strides=target.strides, ops=target.ops)
+
+
+def _check_target_support(analysis: Analysis, target: Target | None) -> list[str]:
+    if target is None:
+        return []
+    limits, problems = target_limits(target), []
+    for layer in analysis.model.layers:
+        if not limits.allows_op(layer.op):
+            problems.append(f"{layer.name}: op {layer.op} is not supported by target {target.name}")
+        for attr in ("kernel", "pool"):
+            if hasattr(layer, attr) and not all(limits.allows_kernel(k) for k in getattr(layer, attr)):
+                problems.append(f"{layer.name}: {attr} {getattr(layer, attr)} not supported by target {target.name}")
+        if hasattr(layer, "stride") and not all(limits.allows_stride(s) for s in layer.stride):
+            problems.append(f"{layer.name}: stride {layer.stride} not supported by target {target.name}")
+    return problems
+
+
+def report_markdown(result: BuildResult) -> str:
+    s = result.summary()
+    lines = [
+        f"# {result.model.name}",
+        "",
+        result.model.description or "",
+        "",
+        f"edgeconv {__version__}; weights: {result.weights_source}",
+        "",
+        "## Budgets",
+        "",
+        "| budget | predicted | limit | utilization |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    if result.int8_tflite_bytes is not None:
+        lines.append(
+            f"| int8 .tflite (real) | {result.int8_tflite_bytes:,} | {s['budgets']['model_bytes']:,} | "
+            f"{100 * result.int8_tflite_bytes / s['budgets']['model_bytes']:.1f}% |"
+        )
+    for key, used in (
+        ("model_bytes", s["totals"]["predicted_model_bytes"]),
+        ("ram_bytes", s["totals"]["predicted_peak_ram_bytes"]),
+        ("macs", s["totals"]["macs"]),
+    ):
+        limit = s["budgets"][key]
+        pct = f"{100 * used / limit:.1f}%" if limit else "no limit"
+        lines.append(f"| {key} | {used:,} | {limit if limit is None else format(limit, ',')} | {pct} |")
+    lines += ["", "## Layers", "", markdown_table(layer_rows(result.analysis)), ""]
+    if result.plan:
+        lines += ["## Plan", "", f"Objective: {OBJECTIVE}.", "", f"Chosen: `{result.plan.candidate.name}`.", ""]
+        if result.plan.runners_up:
+            lines += ["| runner-up | MACs | params | model bytes | peak RAM |", "| --- | ---: | ---: | ---: | ---: |"]
+            lines += [
+                f"| `{c.name}` | {c.macs:,} | {c.params:,} | {c.model_bytes:,} | {c.peak_ram:,} |"
+                for c in result.plan.runners_up
+            ]
+            lines.append("")
+    if result.failures:
+        lines += ["## Failed checks", ""] + [f"- {f}" for f in result.failures] + [""]
+    return "\n".join(lines)
+
+
+def report_text(result: BuildResult) -> str:
+    s, t = result.summary(), result.summary()["totals"]
+    lines = [
+        f"model {result.model.name} ({s['source']}): {result.model.description}",
+        "",
+        text_table(layer_rows(result.analysis)),
+        "",
+        f"int8 .tflite (real file):      {utilization(result.int8_tflite_bytes, s['budgets']['model_bytes'])}"
+        if result.int8_tflite_bytes is not None
+        else "",
+        f"model bytes (int8, predicted): {utilization(t['predicted_model_bytes'], s['budgets']['model_bytes'])}",
+        f"peak RAM (int8 activations):   {utilization(t['predicted_peak_ram_bytes'], s['budgets']['ram_bytes'])}"
+        f" during {t['peak_ram_layer']}",
+        f"MACs:                          {utilization(t['macs'], s['budgets']['macs'])}",
+    ]
+    if result.plan:
+        lines += ["", f"objective: {OBJECTIVE}", f"chosen: {result.plan.candidate.name}"]
+        for i, c in enumerate(result.plan.runners_up, 2):
+            lines.append(
+                f"  #{i} {c.name}: {c.macs:,} MACs, {c.params:,} params, {c.model_bytes:,} B, RAM {c.peak_ram:,} B"
+            )
+    lines += ["", f"weights: {result.weights_source}", f"calibration: {_calibration_text(result.calibration)}"]
+    lines += [f"wrote {path}" for path in s["files"]]
+    return "\n".join(lines)
+
+
+def _calibration_text(info: dict) -> str:
+    if not info:
+        return "none"
+    method = info.get("method", "?")
+    if method == "percentile":
+        method += f" {info.get('percentile')}"
+    return f"{method} over {info.get('samples')} samples of {info.get('source')}"
+
+
+def _quantize(req: BuildRequest, analysis: Analysis, weights: Weights):
+    """Calibrate on the user's data (or a seeded synthetic set, said plainly) and quantize once."""
+    from edgeconv.quant.calibrate import calibrate, load_calibration, synthetic_calibration_set
+    from edgeconv.quant.quantize import quantize
+
+    if req.calib_path:
+        samples = load_calibration(req.calib_path, analysis)
+        source = f"file {Path(req.calib_path).name}"
+    else:
+        samples = synthetic_calibration_set(analysis, n=req.calib_samples, seed=req.seed)
+        source = (
+            f"SYNTHETIC data (standard normal, seed {req.seed}); pass --calib with real inputs for meaningful scales"
+        )
+    calibration = calibrate(analysis, weights, samples, req.calib_method, req.percentile, source)
+    return quantize(analysis, weights, calibration.ranges, calibration.info)
+
+
+def qdq_activation_dtype(target: Target | None) -> str:
+    """uint8 unless the target asks otherwise: ORT fuses uint8 QDQ convs into QLinearConv on x86."""
+    if target is not None and target.artifact == "qdq_onnx":
+        return target.activation_dtype
+    return "uint8"
+
+
+def run_build(req: BuildRequest, progress=None) -> BuildResult:
+    """Plan or load, quantize, export and write; `progress(message)` hears about each stage."""
+    say = progress or (lambda message: None)
+    budgets = resolve_budgets(req)
+    the_plan = None
+    if req.recipe:
+        model = load_recipe(req.recipe)
+        analysis = analyze(model)
+    else:
+        say(
+            f"planning under {budgets.model_bytes:,} B model, {budgets.ram_bytes:,} B RAM"
+            if budgets.ram_bytes
+            else f"planning under {budgets.model_bytes:,} B"
+        )
+        the_plan = plan(
+            req.input_spec,
+            req.classes,
+            budgets,
+            target_limits(req.target),
+            top=req.top,
+            ram_model=ram_model(req.target),
+        )
+        model, analysis = the_plan.model, the_plan.analysis
+    memory = estimate(analysis, ram_model(req.target))
+    if req.weights_path:
+        weights = load_weights(req.weights_path, analysis)
+        digest = hashlib.sha256(Path(req.weights_path).read_bytes()).hexdigest()
+        weights_source = f"file {Path(req.weights_path).name} (sha256 {digest[:16]})"
+    else:
+        weights = init_weights(analysis, req.seed)
+        weights_source = f"He-normal initialization, seed {req.seed}"
+
+    out_dir = Path(req.out) if req.out else Path("edgeconv-out") / model.name
+    result = BuildResult(model, analysis, memory, budgets, out_dir, weights, weights_source, the_plan)
+    result.failures += _check_target_support(analysis, req.target)
+    if memory.model_bytes > budgets.model_bytes:
+        result.failures.append(
+            f"predicted model bytes {memory.model_bytes:,} exceed the budget {budgets.model_bytes:,}"
+        )
+    if budgets.ram_bytes and memory.peak_ram_bytes > budgets.ram_bytes:
+        result.failures.append(f"peak RAM {memory.peak_ram_bytes:,} B exceeds the budget {budgets.ram_bytes:,} B")
+    if budgets.macs and analysis.macs > budgets.macs:
+        result.failures.append(f"MACs {analysis.macs:,} exceed the budget {budgets.macs:,}")
+
+    # serializers are imported only when exporting: importing edgeconv stays light
+    from edgeconv.export.onnx_float import build_float_onnx, serialize
+    from edgeconv.export.onnx_qdq import build_qdq_onnx
+    from edgeconv.export.tflite import build_float_tflite, build_int8_tflite
+
+    say(f"calibrating ({req.calib_method}) and quantizing {model.name}: {analysis.macs:,} MACs per sample")
+    qparams = _quantize(req, analysis, weights)
+    say("exporting float ONNX, int8 QDQ ONNX, int8 and float TFLite")
+    result.calibration = dict(qparams.calibration)
+    qdq_dtype = qdq_activation_dtype(req.target)
+    result.files["model.onnx"] = serialize(build_float_onnx(analysis, weights))
+    result.files["model.int8.onnx"] = serialize(build_qdq_onnx(analysis, weights, qparams, qdq_dtype))
+    result.files["model.int8.tflite"] = build_int8_tflite(analysis, qparams)
+    result.files["model.float.tflite"] = build_float_tflite(analysis, weights)
+    result.int8_tflite_bytes = len(result.files["model.int8.tflite"])
+    if result.int8_tflite_bytes > budgets.model_bytes:
+        result.failures.append(
+            f"the int8 .tflite has {result.int8_tflite_bytes:,} B, over the budget {budgets.model_bytes:,} B"
+        )
+    quant_doc = {
+        "formats": {
+            "model.int8.tflite": "int8",
+            "model.int8.onnx": qdq_dtype,
+            "note": "zero points are given for int8; a uint8 tensor uses zero point + 128 with the same scale",
+        },
+        **qparams.to_json(),
+    }
+    result.files["quant.json"] = json_bytes(quant_doc)
+    result.files["weights.npz"] = npz_bytes(weights)
+    # plan.json and report.md list every file written, themselves included
+    result.files.update({"plan.json": b"", "report.md": b""})
+    plan_doc = {
+        "edgeconv_version": __version__,
+        "summary": {k: v for k, v in result.summary().items() if k != "files"},
+        "target": req.target.name if req.target else None,
+        "model": model_to_dict(model),
+        "layers": [
+            dict(zip(("name", "op", "input", "output", "window", "params", "macs", "out_bytes"), row))
+            for row in layer_rows(analysis)[:-1]
+        ],
+        "plan": None
+        if the_plan is None
+        else {
+            "objective": OBJECTIVE,
+            "chosen": the_plan.candidate.name,
+            "runners_up": [
+                {
+                    "name": c.name,
+                    "macs": c.macs,
+                    "params": c.params,
+                    "model_bytes": c.model_bytes,
+                    "peak_ram": c.peak_ram,
+                }
+                for c in the_plan.runners_up
+            ],
+        },
+        "files": [name for name in result.files],
+    }
+    result.files["plan.json"] = json_bytes(plan_doc)
+    result.files["report.md"] = report_markdown(result).encode("utf-8")
+    write_files_atomic(out_dir, result.files)
+    return result
+
+
+def raise_on_failures(result: BuildResult) -> None:
+    if result.failures:
+        raise CheckFailed("; ".join(result.failures))

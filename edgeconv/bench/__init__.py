@@ -1,0 +1,1 @@
+"""Latency per target (median, p90), int8 vs float."""

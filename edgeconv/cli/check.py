@@ -1,0 +1,163 @@
+"""`edgeconv run`, `parity` and `bench`: run built models on targets and check them."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edgeconv.cli.common import emit_json, float_inputs, targets_option
+from edgeconv.core.errors import UsageError
+
+
+@click.command()
+@click.argument("folder", metavar="DIR")
+@click.option("--target", required=True, help="Target name or profile .toml.")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    metavar="X.npy",
+    help="Float32 inputs, N x H x W x C (NHWC of the W x H x C model input), .npy or .npz.",
+)
+@click.option("--output", "output_path", metavar="Y.npy", help="Save the dequantized outputs (float32).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def run(folder, target, input_path, output_path, as_json):
+    """Run a built model on one target's runtime.
+
+    Inputs are quantized once, outside the graph: q = clamp(round_half_even(x / scale) + zp),
+    in the target's activation dtype. Outputs are dequantized for display and --output.
+    """
+    from pathlib import Path
+
+    import numpy as np
+
+    from edgeconv.artifacts.folder import load_build, to_int8_convention
+    from edgeconv.backends import get_backend, require
+    from edgeconv.core.io import write_bytes_atomic
+    from edgeconv.parity.run import target_dtype
+    from edgeconv.plan.targets import load_target
+    from edgeconv.quant.quantize import dequantize, quantize_input
+
+    build = load_build(folder)
+    tgt = load_target(target)
+    backend = require(get_backend(tgt))
+    x = np.asarray(float_inputs(input_path, build, "input"))
+    x_q = quantize_input(x, build.qparams.activations["input"], target_dtype(build, tgt))
+    out_q = to_int8_convention(backend.run(build, x_q))
+    y = dequantize(out_q, build.qparams.activations[build.analysis.model.output], "int8")
+    y = y.reshape(len(x), -1) if build.analysis.output_shape[:2] == (1, 1) else y
+    if output_path:
+        import io as _io
+
+        buffer = _io.BytesIO()
+        np.save(buffer, y.astype(np.float32))
+        write_bytes_atomic(Path(output_path), buffer.getvalue())
+    doc = {
+        "target": tgt.name,
+        "samples": len(x),
+        "output_shape": list(y.shape),
+        "top1": y.reshape(len(x), -1).argmax(axis=1).tolist(),
+        "output": output_path,
+    }
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(f"{build.name} on {tgt.name}: {len(x)} sample(s), output {tuple(y.shape)}")
+    for i, row in enumerate(y.reshape(len(x), -1)[:8]):
+        top = int(row.argmax())
+        click.echo(f"  sample {i}: class {top} ({row[top]:.4f})  " + " ".join(f"{v:.3f}" for v in row[:12]))
+    if output_path:
+        click.echo(f"wrote {output_path}")
+
+
+@click.command()
+@click.argument("folder", metavar="DIR")
+@click.option("--targets", "target_list", default="cpu,arm,npu,mcu", show_default=True, help="Comma-separated targets.")
+@click.option(
+    "--inputs",
+    "inputs_path",
+    metavar="X.npz",
+    help="Float32 inputs (N x H x W x C). Default: a seeded synthetic set, distinct from the calibration samples.",
+)
+@click.option("--samples", type=int, default=32, show_default=True, help="Size of the synthetic input set.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic inputs.")
+@click.option("--per-layer", is_flag=True, help="Compare every layer, not only when a target fails.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--md", "md_path", metavar="FILE", help="Write a Markdown summary.")
+@click.option("--junit", "junit_path", metavar="FILE", help="Write JUnit XML (one test case per target x check).")
+def parity(folder, target_list, inputs_path, samples, seed, per_layer, as_json, md_path, junit_path):
+    """Check every target against the float and int8 golden references and each other.
+
+    Exit 0 when every check passes, 1 when one fails, 2 for bad usage or a missing runtime.
+    """
+    from pathlib import Path
+
+    from edgeconv.artifacts.folder import load_build
+    from edgeconv.core.errors import CheckFailed
+    from edgeconv.core.io import write_bytes_atomic
+    from edgeconv.parity.report import to_json, to_junit, to_markdown, to_text
+    from edgeconv.parity.run import comparison_inputs, run_parity
+
+    build = load_build(folder)
+    targets_ = targets_option(target_list)
+    x, source = comparison_inputs(build, inputs_path, samples, seed)
+    report = run_parity(
+        build, targets_, x, source, per_layer, progress=None if as_json else lambda msg: click.echo(msg, err=True)
+    )
+    if md_path:
+        write_bytes_atomic(Path(md_path), to_markdown(report).encode("utf-8"))
+    if junit_path:
+        write_bytes_atomic(Path(junit_path), to_junit(report))
+    if as_json:
+        emit_json(to_json(report))
+    else:
+        click.echo(to_text(report))
+    if not report.passed:
+        failed = [f"{c.target} {c.name}" for r in report.results for c in r.checks if not c.passed]
+        raise CheckFailed(f"parity failed: {', '.join(failed)}")
+
+
+@click.command()
+@click.argument("folder", metavar="DIR")
+@click.option("--targets", "target_list", default="cpu,arm,npu,mcu", show_default=True, help="Comma-separated targets.")
+@click.option("--repeat", type=int, default=50, show_default=True, help="Timed runs per model and target.")
+@click.option("--warmup", type=int, default=5, show_default=True, help="Untimed runs first.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def bench(folder, target_list, repeat, warmup, as_json):
+    """Latency (median, p90) per target, int8 vs float, model bytes, RAM and MAC/s."""
+    from tqdm import tqdm
+
+    from edgeconv.artifacts.folder import load_build
+    from edgeconv.bench.latency import bench_target
+
+    if repeat < 1 or warmup < 0:
+        raise UsageError(f"--repeat/--warmup: expected repeat >= 1 and warmup >= 0, got {repeat}/{warmup}")
+    build = load_build(folder)
+    targets_ = targets_option(target_list)
+    rows = []
+    for t in targets_:
+        with tqdm(
+            total=2 * repeat, desc=f"bench {t.name}", unit="run", file=sys.stderr, disable=as_json or None, leave=False
+        ) as bar:
+            rows.append(bench_target(build, t, warmup, repeat, bar.update))
+    if as_json:
+        emit_json({"model": build.name, "repeat": repeat, "warmup": warmup, "targets": [r.to_json() for r in rows]})
+        return
+    click.echo(
+        f"bench {build.name}: {build.analysis.macs:,} MACs, batch 1, median/p90 of {repeat} runs after {warmup} warm-up"
+    )
+    header = (
+        f"{'target':<6} {'int8 ms':>9} {'p90':>8} {'float ms':>9} {'p90':>8} {'speedup':>7} "
+        f"{'model B':>9} {'RAM pred':>9} {'RAM meas':>9} {'GMAC/s':>7}"
+    )
+    click.echo(header)
+    for r in rows:
+        f_med = f"{r.float.median_ms:9.3f}" if r.float else f"{'-':>9}"
+        f_p90 = f"{r.float.p90_ms:8.3f}" if r.float else f"{'-':>8}"
+        speed = f"{r.float.median_ms / r.int8.median_ms:6.2f}x" if r.float else f"{'-':>7}"
+        meas = f"{r.ram_measured:9,}" if r.ram_measured else f"{'-':>9}"
+        click.echo(
+            f"{r.target:<6} {r.int8.median_ms:9.3f} {r.int8.p90_ms:8.3f} {f_med} {f_p90} {speed} "
+            f"{r.model_bytes:9,} {r.ram_predicted:9,} {meas} {r.macs_per_second / 1e9:7.2f}"
+        )

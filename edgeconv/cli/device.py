@@ -1,0 +1,120 @@
+"""`edgeconv bundle` and `edgeconv validate` (registered in cli.py with cli.add_command).
+
+Both raise edgeconv.core.errors exceptions (the CLI maps them to one-line messages and exit codes);
+validate raises CheckFailed (exit 1) when a verdict fails. Heavy imports happen inside the
+commands.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command()
+@click.argument("folder", metavar="DIR")
+@click.option("--target", required=True, help="Target name or profile .toml (cpu, arm, npu, mcu).")
+@click.option("-o", "--output", "output_path", required=True, metavar="FILE", help="The bundle to write (.tar.gz).")
+@click.option(
+    "--inputs",
+    "inputs_path",
+    metavar="X.npz",
+    help="Float32 inputs (N x H x W x C). "
+    "Default: parity's seeded synthetic set, distinct from the calibration samples.",
+)
+@click.option("--samples", type=int, default=32, show_default=True, help="Size of the synthetic input set.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic inputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (the manifest's summary).")
+def bundle(folder, target, output_path, inputs_path, samples, seed, as_json):
+    """Write a self-contained on-device validation bundle (.tar.gz).
+
+    It holds the target's artifact, the quantized inputs, the float reference and the int8
+    golden outputs, the tolerance, a manifest with SHA-256 hashes and versions, and runner.py,
+    which needs only Python, numpy and the target runtime on the device. Run it with
+    'edgeconv validate BUNDLE --device ...'. The same inputs give a byte-identical bundle.
+    """
+    from pathlib import Path
+
+    from edgeconv.artifacts.folder import load_build
+    from edgeconv.core.io import write_bytes_atomic
+    from edgeconv.device.bundle import MANIFEST, bundle_files, tar_gz
+    from edgeconv.parity.run import comparison_inputs
+    from edgeconv.plan.targets import load_target
+
+    build = load_build(folder)
+    tgt = load_target(target)
+    x, source = comparison_inputs(build, inputs_path, samples, seed, min_synthetic=1)
+    files = bundle_files(build, tgt, x, source)
+    data = tar_gz(files)
+    write_bytes_atomic(Path(output_path), data)
+    manifest = json.loads(files[MANIFEST])
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "bundle": output_path,
+                    "bytes": len(data),
+                    "model": manifest["model"],
+                    "target": tgt.name,
+                    "samples": len(x),
+                    "files": manifest["files"],
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"wrote {output_path} ({len(data):,} bytes): {manifest['model']} for {tgt.name}, {len(x)} samples")
+    for name, digest in manifest["files"].items():
+        click.echo(f"  {name:<28} {len(files[name]):>10,} B  sha256 {digest[:16]}")
+    click.echo(f"  {MANIFEST:<28} {len(files[MANIFEST]):>10,} B")
+
+
+@click.command()
+@click.argument("bundle_path", metavar="BUNDLE")
+@click.option("--device", required=True, metavar="D", help="local | ssh://user@host[:port] | qemu-aarch64")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--junit", "junit_path", metavar="FILE", help="Write JUnit XML (one test case per check).")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Run timeout in seconds.")
+@click.option("--connect-timeout", type=int, default=10, show_default=True, help="ssh connection timeout (s).")
+@click.option("--identity", metavar="FILE", help="ssh private key (default: $EDGECONV_SSH_IDENTITY, else ssh's own).")
+@click.option(
+    "--known-hosts",
+    metavar="FILE",
+    help="ssh known-hosts file (default: $EDGECONV_SSH_KNOWN_HOSTS, else ssh's own; new hosts accepted).",
+)
+@click.option(
+    "--python",
+    "python",
+    metavar="EXE",
+    help="Python on the device (default: $EDGECONV_DEVICE_PYTHON, else python3 over ssh, this interpreter for local).",
+)
+def validate(bundle_path, device, as_json, junit_path, timeout, connect_timeout, identity, known_hosts, python):
+    """Run a bundle on a device and apply parity's checks to its outputs.
+
+    local runs runner.py in a subprocess; ssh:// copies the bundle with scp and runs it with
+    ssh (BatchMode, connection and run timeouts); qemu-aarch64 runs it with an aarch64 Python
+    under qemu-aarch64-static (LiteRT reference kernels; build the userland with
+    scripts/build_aarch64_userland.sh). Exit 0 pass, 1 a check failed, 2 bad usage or input.
+    """
+    from pathlib import Path
+
+    from edgeconv.core.errors import CheckFailed, UsageError
+    from edgeconv.core.io import write_bytes_atomic
+    from edgeconv.device.validate import SshOptions, parse_device
+    from edgeconv.device.validate import validate as run_validate
+
+    dev = parse_device(device)
+    if connect_timeout < 1:
+        raise UsageError(f"--connect-timeout: expected a positive number of seconds, got {connect_timeout}")
+    ssh = SshOptions.from_env(connect_timeout, identity, known_hosts, python)
+    report = run_validate(bundle_path, dev, timeout, ssh, python)
+    if junit_path:
+        write_bytes_atomic(Path(junit_path), report.to_junit())
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(report.to_text())
+    if not report.passed:
+        failed = [c.name for c in report.checks if not c.passed]
+        raise CheckFailed(f"validate failed on {dev}: {', '.join(failed)}")

@@ -1,0 +1,1 @@
+"""Validation bundles (data for a device) and the devices that run them."""

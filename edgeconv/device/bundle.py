@@ -1,0 +1,418 @@
+"""On-device validation bundles: writing them deterministically, and reading them safely.
+
+A bundle is a .tar.gz of flat, regular files:
+
+| member | contents |
+|---|---|
+| `model.int8.tflite` / `model.int8.onnx` | the target's artifact |
+| `inputs.npy` | the quantized inputs, N x H x W x C, in the target's activation dtype |
+| `float_reference.npy` | the numpy float reference's outputs for the same (float) inputs |
+| `expected_<runtime>.npy` | the int8 golden reference (int8 convention) of every kernel family the runner may use: arm has litert_xnnpack, litert_builtin and litert_ref (so a run with reference kernels under qemu has its own bit-exact expectation); cpu and npu ort_cpu; mcu tflm |
+| `tolerance.json` | the target profile's tolerance, the requantizing-layer count and the LSB allowance |
+| `runner.py` | edgeconv/device/runner.py: stdlib + numpy + the target runtime only |
+| `manifest.json` | SHA-256 of every other member, versions, target profile, model, output quantization |
+
+Determinism: members sorted by name, mtime 0, uid/gid 0, no user/group names, mode 0644
+(runner.py 0755), ustar format, gzip header mtime 0 and no file name; the same build folder,
+target and inputs give byte-identical bundles.
+
+Bundles are untrusted input. `safe_extract` refuses absolute paths, `..`, anything but plain
+files (symlinks, hard links, devices, FIFOs, directories), duplicate names, members over
+MAX_MEMBER_BYTES, more than MAX_TOTAL_BYTES in all or more than MAX_MEMBERS members, and writes
+each file itself (O_EXCL, never following a link) instead of calling tarfile's extract.
+`verify_manifest` then checks every member against the manifest's SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeconv.core.errors import InputError, UsageError
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+RUNNER = "runner.py"
+INPUTS = "inputs.npy"
+FLOAT_REFERENCE = "float_reference.npy"
+TOLERANCE = "tolerance.json"
+MAX_MEMBER_BYTES = 64 * 2**20  # one member (a model, the inputs)
+MAX_TOTAL_BYTES = 256 * 2**20  # the whole bundle, uncompressed
+MAX_MEMBERS = 64
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+# which golden-reference variants (quant.golden runtimes) a bundle carries, per backend;
+# the runner's kernels pick one of them (see golden_for_kernels)
+GOLDENS = {
+    "arm": ("litert_xnnpack", "litert_builtin", "litert_ref"),
+    "cpu": ("ort_cpu",),
+    "npu": ("ort_cpu",),
+    "mcu": ("tflm",),
+}
+RUNTIME_KIND = {"arm": "litert", "cpu": "onnxruntime", "npu": "onnxruntime_qnn", "mcu": "tflite_micro"}
+LITERT_GOLDEN = {"xnnpack": "litert_xnnpack", "builtin": "litert_builtin", "reference": "litert_ref"}
+
+
+def expected_name(golden: str, tensor: str | None = None) -> str:
+    return f"expected_{golden}.npy" if tensor is None else f"expected_{golden}_{tensor}.npy"
+
+
+def golden_for_kernels(manifest: dict, kernels: str) -> str:
+    """The golden variant that matches what the runner actually ran."""
+    if manifest["runtime"]["kind"] == "litert":
+        if kernels not in LITERT_GOLDEN:
+            raise InputError(f"result: kernels {kernels!r} unknown; expected one of {', '.join(LITERT_GOLDEN)}")
+        return LITERT_GOLDEN[kernels]
+    return manifest["golden"]
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def runner_source() -> bytes:
+    return (Path(__file__).resolve().parent / "runner.py").read_bytes()
+
+
+# -- writing ----------------------------------------------------------------------------------------
+
+
+def bundle_files(build, target, x: np.ndarray, input_source: str) -> dict[str, bytes]:
+    """Every member of the bundle of `build` for `target`, on float inputs x (N x H x W x C)."""
+    from edgeconv import __version__
+    from edgeconv.core import reference
+    from edgeconv.parity.policy import allowed_lsb, golden_runtime, requantizing_layers, splits_softmax_head
+    from edgeconv.parity.run import _is_classifier, target_dtype
+    from edgeconv.quant.golden import run_int8
+    from edgeconv.quant.quantize import quantize_input
+
+    if target.backend not in GOLDENS:
+        raise UsageError(
+            f"--target: {target.name} (backend {target.backend}) has no device runtime to bundle; "
+            f"bundle one of the targets with backends {', '.join(GOLDENS)}"
+        )
+    artifact_path = build.artifact(target.artifact)
+    dtype = target_dtype(build, target)
+    if target.artifact == "qdq_onnx" and dtype != target.activation_dtype:
+        raise InputError(
+            f"{build.folder}: {artifact_path.name} has {dtype} activations, target {target.name} "
+            f"takes {target.activation_dtype} (rebuild with --target {target.name})"
+        )
+    in_tq = build.qparams.activations["input"]
+    out_name = build.analysis.model.output
+    out_tq = build.qparams.activations[out_name]
+    x = np.asarray(x, np.float32)
+    x_q, x_q_int8 = quantize_input(x, in_tq, dtype), quantize_input(x, in_tq, "int8")
+    kernels = str(target.option("kernels", "xnnpack")) if target.backend == "arm" else None
+    golden = golden_runtime(target.backend, target.rounding, kernels)
+    artifact = artifact_path.read_bytes()
+    # across rounding families a softmax head is judged on the device's own logits (see
+    # parity.policy), so the bundled artifact also outputs the logits: the build's artifact
+    # with one more graph output (export.expose), its own hash recorded in the manifest
+    split_head = splits_softmax_head(build.analysis, target.tolerance.lsb_policy)
+    logits = build.analysis.layers[-1].inputs[0] if split_head else None
+    if split_head:
+        from edgeconv.export.expose import onnx_with_outputs, tflite_with_outputs
+
+        expose = onnx_with_outputs if target.artifact == "qdq_onnx" else tflite_with_outputs
+        artifact = expose(artifact, [out_name, logits])
+    files: dict[str, bytes] = {
+        artifact_path.name: artifact,
+        INPUTS: npy_bytes(x_q),
+        FLOAT_REFERENCE: npy_bytes(reference.run(build.analysis, build.weights, x)[out_name].astype(np.float32)),
+        RUNNER: runner_source(),
+    }
+    for variant in GOLDENS[target.backend]:
+        golden_all = run_int8(build.analysis, build.qparams, x_q_int8, variant, keep_all=split_head)
+        files[expected_name(variant)] = npy_bytes(golden_all[out_name])
+        if split_head:
+            files[expected_name(variant, logits)] = npy_bytes(golden_all[logits])
+    tol = target.tolerance
+    n_requant = requantizing_layers(build.analysis)
+    head = None
+    if split_head:
+        logits_tq = build.qparams.activations[logits]
+        n_logits = requantizing_layers(build.analysis, logits)
+        head = {
+            "logits": logits,
+            "file": f"output_{logits}.npy",
+            "requantizing_layers": n_logits,
+            "allowed_lsb": allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, n_logits),
+            "head_lsb": tol.head_lsb,
+            "logits_scale": list(logits_tq.scale),
+            "logits_zero_point_int8": list(logits_tq.zero_point),
+        }
+    files[TOLERANCE] = _json(
+        {
+            "head": head,
+            "lsb_policy": tol.lsb_policy,
+            "max_lsb_vs_golden": tol.max_lsb_vs_golden,
+            "requantizing_layers": n_requant,
+            "allowed_lsb": allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, n_requant),
+            "min_sqnr_db": tol.min_sqnr_db,
+            "min_top1_agreement": tol.min_top1_agreement,
+            "classifier": _is_classifier(build),
+        }
+    )
+    options = {k: v for k, v in target.options}
+    if target.backend == "mcu":
+        options["arena_bytes"] = _mcu_arena(options.get("arena"), target)
+    manifest = {
+        "format": FORMAT,
+        "kind": "edgeconv-bundle",
+        "model": build.name,
+        "target": {
+            "name": target.name,
+            "description": target.description,
+            "backend": target.backend,
+            "artifact": target.artifact,
+            "activation_dtype": target.activation_dtype,
+            "rounding": target.rounding,
+            "packages": list(target.packages),
+            "options": dict(target.options),
+        },
+        "artifact": artifact_path.name,
+        "artifact_derived_from": None
+        if not split_head
+        else {
+            "file": artifact_path.name,
+            "sha256": sha256_bytes(artifact_path.read_bytes()),
+            "change": f"graph outputs [{out_name}, {logits}]: the logits too, for the softmax head check",
+        },
+        "extra_outputs": [] if not split_head else [{"name": logits, "file": f"output_{logits}.npy"}],
+        "runtime": {
+            "kind": RUNTIME_KIND[target.backend],
+            "packages": list(target.packages),
+            "kernels": kernels,
+            "options": options,
+        },
+        "golden": golden,
+        "goldens": list(GOLDENS[target.backend]),
+        "input": {
+            "file": INPUTS,
+            "dtype": str(x_q.dtype),
+            "shape": list(x_q.shape),
+            "source": input_source,
+            "scale": list(in_tq.scale),
+            "zero_point_int8": list(in_tq.zero_point),
+        },
+        "output": {
+            "name": out_name,
+            "shape": list(build.analysis.output_shape),
+            "scale": list(out_tq.scale),
+            "zero_point_int8": list(out_tq.zero_point),
+            "note": "expected_*.npy hold the int8 convention; a uint8 runtime output is compared as q - 128",
+        },
+        "versions": {
+            "edgeconv": __version__,
+            "numpy": np.__version__,
+            "runtime": {p: _version(p) for p in target.packages},
+        },
+        "built_on": {"python": platform.python_version(), "machine": platform.machine()},
+        "files": {name: sha256_bytes(files[name]) for name in sorted(files)},
+    }
+    files[MANIFEST] = _json(manifest)
+    return files
+
+
+def _mcu_arena(value: Any, target) -> int | None:
+    from edgeconv.backends.mcu import parse_arena
+
+    return parse_arena(value, f"{target.source}, field 'options.arena'")
+
+
+def _json(document: object) -> bytes:
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    """A deterministic .tar.gz of flat files (sorted, mtime 0, root-owned, fixed modes)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size = len(files[name])
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mode = 0o755 if name == RUNNER else 0o644
+            tar.addfile(info, io.BytesIO(files[name]))
+    packed = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0, compresslevel=9) as gz:
+        gz.write(raw.getvalue())
+    return packed.getvalue()
+
+
+def make_bundle(build, target, x: np.ndarray, input_source: str) -> bytes:
+    return tar_gz(bundle_files(build, target, x, input_source))
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+
+def _refuse(bundle: Path, name: str, why: str) -> InputError:
+    return InputError(
+        f"bundle {bundle}: member {name!r} refused: {why}; bundles are untrusted input, "
+        "rebuild it with 'edgeconv bundle'"
+    )
+
+
+def _check_member(
+    bundle: Path, member: tarfile.TarInfo, seen: set[str], total: int, max_member: int, max_total: int
+) -> None:
+    name = member.name
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise _refuse(bundle, name, "absolute path")
+    parts = re.split(r"[\\/]", name)
+    if ".." in parts:
+        raise _refuse(bundle, name, "path with '..'")
+    if member.issym() or member.islnk():
+        raise _refuse(bundle, name, f"{'symbolic' if member.issym() else 'hard'} link to {member.linkname!r}")
+    if not member.isreg():
+        kind = "directory" if member.isdir() else "device or special file"
+        raise _refuse(bundle, name, f"{kind}; a bundle holds plain files only")
+    if not _NAME.match(name):
+        raise _refuse(bundle, name, "not a plain file name (a bundle is flat: letters, digits, '.', '_', '-')")
+    if name in seen:
+        raise _refuse(bundle, name, "duplicate member")
+    if member.size > max_member:
+        raise _refuse(bundle, name, f"{member.size} bytes, over the {max_member}-byte limit per member")
+    if total + member.size > max_total:
+        raise _refuse(bundle, name, f"the bundle would exceed {max_total} bytes uncompressed")
+
+
+def safe_extract(
+    bundle: str | Path,
+    dest: str | Path,
+    max_member: int = MAX_MEMBER_BYTES,
+    max_total: int = MAX_TOTAL_BYTES,
+    max_members: int = MAX_MEMBERS,
+) -> list[str]:
+    """Extract a bundle's plain files into the (existing, empty) folder dest; return the names."""
+    bundle, dest = Path(bundle), Path(dest)
+    if not bundle.is_file():
+        raise InputError(f"bundle {bundle}: file not found")
+    names: list[str] = []
+    total = 0
+    try:
+        with tarfile.open(bundle, mode="r:gz") as tar:
+            for member in tar:  # streamed: headers are checked before any data is read
+                if len(names) >= max_members:
+                    raise _refuse(bundle, member.name, f"more than {max_members} members")
+                _check_member(bundle, member, set(names), total, max_member, max_total)
+                total += member.size
+                source = tar.extractfile(member)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                fd = os.open(dest / member.name, flags, 0o644)
+                with os.fdopen(fd, "wb") as out:
+                    remaining = member.size
+                    while remaining:
+                        chunk = source.read(min(remaining, 1 << 20))
+                        if not chunk:
+                            raise InputError(f"bundle {bundle}: member {member.name!r} is truncated")
+                        out.write(chunk)
+                        remaining -= len(chunk)
+                names.append(member.name)
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, OSError, zlib.error) as err:
+        raise InputError(
+            f"bundle {bundle}: not a readable .tar.gz ({' '.join(str(err).split()) or type(err).__name__})"
+        ) from None
+    if not names:
+        raise InputError(f"bundle {bundle}: empty archive")
+    return names
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """An extracted, hash-verified bundle."""
+
+    folder: Path
+    manifest: dict
+    manifest_sha256: str
+    tolerance: dict
+
+    def array(self, name: str) -> np.ndarray:
+        try:
+            return np.load(self.folder / name, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise InputError(f"bundle: {name} unreadable ({err})") from None
+
+    @property
+    def files(self) -> list[str]:
+        return sorted(self.manifest["files"])
+
+
+def verify_manifest(folder: str | Path, names: list[str] | None = None) -> Bundle:
+    """Check every file against manifest.json; a file not listed, missing or changed is refused."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise InputError(f"bundle: {MANIFEST} not found (not an edgeconv bundle?)")
+    raw = path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+        files = manifest["files"]
+        kind = manifest["kind"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"bundle: {MANIFEST} is malformed ({type(err).__name__}: {err})") from None
+    if kind != "edgeconv-bundle" or manifest.get("format") != FORMAT or not isinstance(files, dict):
+        raise InputError(
+            f"bundle: {MANIFEST}: expected an edgeconv bundle of format {FORMAT}, got "
+            f"kind {kind!r} format {manifest.get('format')!r}"
+        )
+    present = set(names if names is not None else (p.name for p in folder.iterdir())) - {MANIFEST}
+    unlisted = sorted(present - set(files))
+    if unlisted:
+        raise InputError(f"bundle: {unlisted[0]} is not listed in {MANIFEST} (the bundle was modified)")
+    for name in sorted(files):
+        member = folder / name
+        if not _NAME.match(str(name)) or not member.is_file() or member.is_symlink():
+            raise InputError(f"bundle: {name} is listed in {MANIFEST} but missing")
+        got = hashlib.sha256(member.read_bytes()).hexdigest()
+        if got != files[name]:
+            raise InputError(
+                f"bundle: {name} failed the hash check (SHA-256 {got[:16]}..., manifest says "
+                f"{str(files[name])[:16]}...): the bundle was modified or corrupted; rebuild it "
+                "with 'edgeconv bundle'"
+            )
+    for required in (RUNNER, INPUTS, FLOAT_REFERENCE, TOLERANCE, manifest.get("artifact", "?")):
+        if required not in files:
+            raise InputError(f"bundle: {MANIFEST} lists no {required}")
+    try:
+        tolerance = json.loads((folder / TOLERANCE).read_bytes())
+    except ValueError as err:
+        raise InputError(f"bundle: {TOLERANCE} is malformed ({err})") from None
+    return Bundle(folder, manifest, sha256_bytes(raw), tolerance)
+
+
+def open_bundle(bundle: str | Path, dest: str | Path) -> Bundle:
+    """safe_extract + verify_manifest."""
+    names = safe_extract(bundle, dest)
+    return verify_manifest(dest, names)

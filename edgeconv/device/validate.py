@@ -1,0 +1,598 @@
+"""`edgeconv validate`: run a bundle's runner on a device and judge its outputs like `parity`.
+
+Devices:
+  local               the runner in a subprocess of this machine's Python (sys.executable, or
+                      EDGECONV_DEVICE_PYTHON / --python).
+  ssh://[user@]host[:port]
+                      the system ssh and scp (OpenSSH), never a shell: every argument is passed
+                      as a list, the remote command is built with shlex.quote. Always
+                      `-o BatchMode=yes -o ConnectTimeout=N -o StrictHostKeyChecking=accept-new`
+                      plus keep-alives; optional identity file (--identity or EDGECONV_SSH_IDENTITY),
+                      known-hosts file (--known-hosts or EDGECONV_SSH_KNOWN_HOSTS) and remote Python
+                      (--python or EDGECONV_DEVICE_PYTHON, default python3). The verified bundle files
+                      are copied into a fresh `mktemp -d` folder on the device, the runner runs there
+                      under a run timeout, result.json and outputs.npy are fetched back, and the
+                      folder is removed.
+  qemu-aarch64        the runner with an aarch64 Python 3.11 under qemu-aarch64-static (Debian
+                      package qemu-user-static; EDGECONV_QEMU to override) from the userland that
+                      scripts/build_aarch64_userland.sh builds (EDGECONV_AARCH64_ROOT, default
+                      ~/.cache/edgeconv/aarch64). The runner runs with --kernels reference (LiteRT's
+                      reference kernels, compared with the litert_ref golden) and the report says
+                      so: the optimized kernels are not trusted under Debian 12's qemu-user.
+                      LiteRT bundles only (the userland carries ai-edge-litert and numpy).
+
+The comparison is parity's: the outputs against the expected golden of the kernels the runner
+actually used (the bundle carries one per kernel family; same family, so the profile's policy,
+exact for arm/cpu/mcu), and against float_reference.npy for SQNR and top-1 agreement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeconv.core.errors import InputError, MissingRuntime, UsageError
+from edgeconv.device.bundle import FLOAT_REFERENCE, RUNNER, Bundle, expected_name, golden_for_kernels, open_bundle
+from edgeconv.parity import metrics
+from edgeconv.parity.policy import Check, lsb_check, softmax_head_checks, sqnr_check, top1_check
+from edgeconv.parity.report import fmt_number, json_number
+from edgeconv.quant.params import TensorQuant
+
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_CONNECT_TIMEOUT = 10
+MAX_RESULT_BYTES = 64 * 2**20
+QEMU_NOTE = (
+    "qemu-aarch64: ran LiteRT's reference kernels (BUILTIN_REF, tflite rounding family) on an aarch64 "
+    "build of the runtime under qemu-aarch64-static -cpu cortex-a72, compared with the litert_ref golden; "
+    "the optimized kernels are not trusted under Debian 12's qemu-user (XNNPACK gave wrong numbers with "
+    "qemu's default -cpu max)"
+)
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\])$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
+_REMOTE_DIR = re.compile(r"^/[A-Za-z0-9._/-]+$")
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # "local" | "ssh" | "qemu-aarch64"
+    user: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        if self.kind != "ssh":
+            return self.kind
+        return f"ssh://{self.user + '@' if self.user else ''}{self.host}{':' + str(self.port) if self.port else ''}"
+
+    @property
+    def destination(self) -> str:
+        host = self.host.strip("[]") if self.host else ""
+        return f"{self.user}@{host}" if self.user else host
+
+
+def parse_device(spec: str) -> Device:
+    usage = f"--device: expected local, ssh://user@host[:port] or qemu-aarch64, got {spec!r}"
+    if spec == "local":
+        return Device("local")
+    if spec in ("qemu-aarch64", "qemu"):
+        return Device("qemu-aarch64")
+    if not spec.startswith("ssh://"):
+        raise UsageError(usage)
+    rest = spec[len("ssh://") :].rstrip("/")
+    user = None
+    if "@" in rest:
+        user, rest = rest.rsplit("@", 1)
+        if not _USER.match(user):
+            raise UsageError(f"{usage} (user name {user!r} is not a plain login name)")
+    port = None
+    m = re.match(r"^(\[[^\]]*\]|[^:]*)(?::(\d+))?$", rest)
+    if not m or not m.group(1) or not _HOST.match(m.group(1)):
+        raise UsageError(f"{usage} (host {rest!r} is not a host name or address)")
+    if m.group(2) is not None:
+        port = int(m.group(2))
+        if not 1 <= port <= 65535:
+            raise UsageError(f"{usage} (port {port} is out of range 1-65535)")
+    return Device("ssh", user, m.group(1), port)
+
+
+# -- the report -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ValidationReport:
+    model: str
+    target: str
+    device: str
+    bundle: str
+    runtime: dict
+    kernels: str
+    golden: str
+    machine: str
+    samples: int
+    timings: dict
+    float_stats: dict
+    lsb_stats: dict
+    checks: list[Check]
+    other_goldens: dict = field(default_factory=dict)  # max LSB against the other variants
+    note: str | None = None
+    versions: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model,
+            "target": self.target,
+            "device": self.device,
+            "bundle": self.bundle,
+            "passed": self.passed,
+            "runtime": self.runtime,
+            "kernels": self.kernels,
+            "golden": self.golden,
+            "machine": self.machine,
+            "samples": self.samples,
+            "note": self.note,
+            "versions": self.versions,
+            "timings": self.timings,
+            "seconds": round(self.seconds, 3),
+            "vs_float": {k: json_number(v) for k, v in self.float_stats.items()},
+            "vs_golden": self.lsb_stats,
+            "vs_other_goldens": self.other_goldens,
+            "checks": [
+                {
+                    "name": c.name,
+                    "passed": c.passed,
+                    "value": json_number(c.value),
+                    "limit": c.limit,
+                    "message": c.message,
+                }
+                for c in self.checks
+            ],
+        }
+
+    def to_text(self) -> str:
+        rt = self.runtime
+        lines = [
+            f"validate {self.model} for {self.target} on {self.device}: {self.samples} samples, "
+            f"{rt.get('name')} {rt.get('version')} ({self.kernels} kernels) on {self.machine}"
+        ]
+        if self.note:
+            lines.append(f"  note: {self.note}")
+        t = self.timings
+        lines.append(
+            f"  device time: load {fmt_number(t.get('load_s'), '.3f')} s, run {fmt_number(t.get('total_s'), '.3f')} s "
+            f"(median {fmt_number(t.get('median_ms'), '.2f')} ms per sample); wall {self.seconds:.1f} s"
+        )
+        lines.append(
+            f"  vs {self.golden} golden: max {self.lsb_stats['max_lsb']} LSB, "
+            f"{self.lsb_stats['share_differing']:.2%} of elements differ"
+        )
+        if self.other_goldens:
+            lines.append(
+                "  vs the other kernel families: "
+                + ", ".join(f"{k} max {v} LSB" for k, v in self.other_goldens.items())
+            )
+        fs = self.float_stats
+        lines.append(
+            f"  vs float reference: SQNR {fmt_number(fs['sqnr_db'], '.2f')} dB, cosine {fmt_number(fs['cosine'], '.5f')}"
+            + (f", top-1 {fs['top1_agreement']:.1%}" if fs.get("top1_agreement") is not None else "")
+        )
+        for c in self.checks:
+            lines.append(f"  {c.name}: {'ok' if c.passed else 'FAILED'}: {c.message}")
+        lines.append(f"{'PASS' if self.passed else 'FAIL'}")
+        return "\n".join(lines)
+
+    def to_junit(self) -> bytes:
+        failures = sum(not c.passed for c in self.checks)
+        suite = ET.Element(
+            "testsuite",
+            name=f"edgeconv validate {self.model} {self.target} {self.device}",
+            tests=str(len(self.checks)),
+            failures=str(failures),
+            errors="0",
+            skipped="0",
+            time=f"{self.seconds:.3f}",
+        )
+        props = ET.SubElement(suite, "properties")
+        for key, value in (
+            ("device", self.device),
+            ("machine", self.machine),
+            ("kernels", self.kernels),
+            ("runtime", f"{self.runtime.get('name')} {self.runtime.get('version')}"),
+            ("golden", self.golden),
+            ("note", self.note or ""),
+        ):
+            ET.SubElement(props, "property", name=key, value=str(value))
+        device = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.device)
+        for c in self.checks:
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"edgeconv.device.validate.{self.model}.{self.target}.{device}",
+                name=c.name,
+                time=f"{self.seconds:.3f}",
+            )
+            if not c.passed:
+                failure = ET.SubElement(case, "failure", message=c.message, type="ValidationCheckFailed")
+                failure.text = c.message
+        tree = ET.ElementTree(ET.Element("testsuites"))
+        tree.getroot().append(suite)
+        ET.indent(tree)
+        return ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+# -- running on a device ----------------------------------------------------------------------------
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _run(argv: list[str], timeout: float, what: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"{what}: did not finish within {timeout:g} s (raise --timeout)") from None
+    except FileNotFoundError:
+        raise MissingRuntime(f"{what}: {argv[0]} not found") from None
+
+
+def _runner_failed(device: Device, proc: subprocess.CompletedProcess) -> InputError:
+    why = _last_line(proc.stderr) or _last_line(proc.stdout) or "no output"
+    return InputError(f"device {device}: the bundle runner failed (exit {proc.returncode}): {why}")
+
+
+def run_local(bundle: Bundle, out: Path, kernels: str, timeout: float, python: str | None = None) -> Path:
+    python = python or os.environ.get("EDGECONV_DEVICE_PYTHON") or sys.executable
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+    argv = [python, "-I", str(bundle.folder / RUNNER), str(bundle.folder), "--kernels", kernels, "--out", str(out)]
+    proc = _run(argv, timeout, "device local: the bundle runner", env)
+    if proc.returncode != 0:
+        raise _runner_failed(Device("local"), proc)
+    return out
+
+
+def find_qemu() -> tuple[str, Path, Path]:
+    """(qemu binary, userland root, its python) or MissingRuntime saying how to get them."""
+    qemu = os.environ.get("EDGECONV_QEMU") or shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
+    if not qemu:
+        raise MissingRuntime(
+            "device qemu-aarch64: qemu-aarch64-static not found; install it with: apt-get install qemu-user-static"
+        )
+    root = Path(os.environ.get("EDGECONV_AARCH64_ROOT") or Path.home() / ".cache" / "edgeconv" / "aarch64")
+    pythons = sorted((root / "usr" / "bin").glob("python3.[0-9]*"))
+    pythons = [p for p in pythons if re.fullmatch(r"python3\.\d+", p.name)]
+    if not pythons:
+        raise MissingRuntime(
+            f"device qemu-aarch64: no aarch64 userland in {root}; build it with: "
+            "scripts/build_aarch64_userland.sh (or set EDGECONV_AARCH64_ROOT)"
+        )
+    return qemu, root, pythons[-1]
+
+
+def run_qemu(bundle: Bundle, out: Path, timeout: float) -> Path:
+    if bundle.manifest["runtime"]["kind"] != "litert":
+        raise UsageError(
+            f"--device qemu-aarch64 runs LiteRT bundles only (its userland has ai-edge-litert and "
+            f"numpy); this bundle is for target {bundle.manifest['target']['name']} "
+            f"({bundle.manifest['runtime']['kind']}); bundle --target arm, or use --device local/ssh://"
+        )
+    qemu, root, python = find_qemu()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/")}
+    # -cpu cortex-a72 matches the aarch64 /proc/cpuinfo the userland script writes into root
+    # (LiteRT's cpuinfo reads it; the host's x86 one makes it crash, see the script)
+    argv = [
+        qemu,
+        "-cpu",
+        "cortex-a72",
+        "-L",
+        str(root),
+        str(python),
+        "-I",
+        str(bundle.folder / RUNNER),
+        str(bundle.folder),
+        "--kernels",
+        "reference",
+        "--out",
+        str(out),
+    ]
+    proc = _run(argv, timeout, "device qemu-aarch64: the bundle runner", env)
+    if proc.returncode != 0:
+        raise _runner_failed(Device("qemu-aarch64"), proc)
+    return out
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+    identity: str | None = None
+    known_hosts: str | None = None
+    python: str = "python3"
+
+    @classmethod
+    def from_env(
+        cls,
+        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+        identity: str | None = None,
+        known_hosts: str | None = None,
+        python: str | None = None,
+    ) -> SshOptions:
+        return cls(
+            connect_timeout,
+            identity or os.environ.get("EDGECONV_SSH_IDENTITY") or None,
+            known_hosts or os.environ.get("EDGECONV_SSH_KNOWN_HOSTS") or None,
+            python or os.environ.get("EDGECONV_DEVICE_PYTHON") or "python3",
+        )
+
+    def common(self) -> list[str]:
+        args = [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={int(self.connect_timeout)}",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=3",
+            "-o",
+            "LogLevel=ERROR",
+        ]
+        if self.identity:
+            args += ["-o", "IdentitiesOnly=yes", "-i", self.identity]
+        if self.known_hosts:
+            args += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+        return args
+
+
+class SshDevice:
+    """ssh/scp as argument lists; the one string that reaches the remote shell is built with shlex."""
+
+    def __init__(self, device: Device, options: SshOptions):
+        self.device, self.options = device, options
+
+    def ssh_argv(self, *remote: str) -> list[str]:
+        port = ["-p", str(self.device.port)] if self.device.port else []
+        return ["ssh", *self.options.common(), *port, "--", self.device.destination, shlex.join(remote)]
+
+    def scp_argv(self, sources: list[str], dest: str) -> list[str]:
+        port = ["-P", str(self.device.port)] if self.device.port else []
+        return ["scp", "-q", *self.options.common(), *port, "--", *sources, dest]
+
+    def remote(self, path: str) -> str:
+        """scp's user@host:path (an IPv6 address keeps its brackets)."""
+        return f"{self.device.user + '@' if self.device.user else ''}{self.device.host}:{path}"
+
+    def _check(self, proc: subprocess.CompletedProcess, what: str) -> None:
+        if proc.returncode == 255:  # ssh's own failure: cannot connect, authenticate, ...
+            raise InputError(f"device {self.device}: {what}: ssh failed: {_last_line(proc.stderr) or 'exit 255'}")
+        if proc.returncode != 0:
+            raise InputError(
+                f"device {self.device}: {what} failed (exit {proc.returncode}): "
+                f"{_last_line(proc.stderr) or _last_line(proc.stdout) or 'no output'}"
+            )
+
+    def run(self, bundle: Bundle, out: Path, kernels: str, timeout: float) -> Path:
+        short = self.options.connect_timeout + 30
+        proc = _run(
+            self.ssh_argv("mktemp", "-d", "/tmp/edgeconv-bundle.XXXXXXXX"), short, f"device {self.device}: connecting"
+        )
+        self._check(proc, "creating a work folder (mktemp -d)")
+        workdir = _last_line(proc.stdout)
+        if not _REMOTE_DIR.match(workdir):
+            raise InputError(f"device {self.device}: mktemp -d printed {workdir!r}, expected a folder path")
+        try:
+            files = [str(bundle.folder / name) for name in sorted([*bundle.manifest["files"], "manifest.json"])]
+            proc = _run(
+                self.scp_argv(files, self.remote(workdir + "/")), timeout, f"device {self.device}: copying the bundle"
+            )
+            self._check(proc, "copying the bundle (scp)")
+            remote_out = f"{workdir}/result"
+            proc = _run(
+                self.ssh_argv(
+                    self.options.python, f"{workdir}/{RUNNER}", workdir, "--kernels", kernels, "--out", remote_out
+                ),
+                timeout,
+                f"device {self.device}: the bundle runner",
+            )
+            if proc.returncode == 255:
+                self._check(proc, "running the bundle runner")
+            if proc.returncode != 0:
+                raise _runner_failed(self.device, proc)
+            out.mkdir(parents=True, exist_ok=True)
+            fetch = [
+                "result.json",
+                "outputs.npy",
+                *[spec["file"] for spec in bundle.manifest.get("extra_outputs") or []],
+            ]
+            proc = _run(
+                self.scp_argv([self.remote(f"{remote_out}/{name}") for name in fetch], str(out) + "/"),
+                timeout,
+                f"device {self.device}: fetching the result",
+            )
+            self._check(proc, "fetching the result (scp)")
+        finally:
+            try:
+                subprocess.run(
+                    self.ssh_argv("rm", "-rf", "--", workdir),
+                    capture_output=True,
+                    timeout=short,
+                    stdin=subprocess.DEVNULL,
+                )
+            except (subprocess.TimeoutExpired, OSError):
+                pass
+        return out
+
+
+# -- judging ----------------------------------------------------------------------------------------
+
+
+def _load_result(out: Path, device: Device) -> tuple[dict, np.ndarray]:
+    result_path, outputs_path = out / "result.json", out / "outputs.npy"
+    for path in (result_path, outputs_path):
+        if not path.is_file() or path.is_symlink():
+            raise InputError(f"device {device}: the runner wrote no {path.name}")
+        if path.stat().st_size > MAX_RESULT_BYTES:
+            raise InputError(f"device {device}: {path.name} is over {MAX_RESULT_BYTES} bytes")
+    try:
+        result = json.loads(result_path.read_bytes())
+        outputs = np.load(outputs_path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise InputError(f"device {device}: unreadable result ({err})") from None
+    if not isinstance(result, dict) or "kernels" not in result:
+        raise InputError(f"device {device}: result.json is not a runner result")
+    return result, outputs
+
+
+def _load_extra(out: Path, device: Device, file: str) -> np.ndarray:
+    path = out / file
+    if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_RESULT_BYTES:
+        raise InputError(f"device {device}: the runner wrote no usable {file}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise InputError(f"device {device}: unreadable {file} ({err})") from None
+
+
+def _int8(q: np.ndarray) -> np.ndarray:
+    if q.dtype == np.uint8:
+        return (q.astype(np.int16) - 128).astype(np.int8)
+    if q.dtype != np.int8:
+        raise InputError(f"result: outputs.npy holds {q.dtype}, expected int8 or uint8 quantized outputs")
+    return q
+
+
+def judge(
+    bundle: Bundle,
+    result: dict,
+    outputs: np.ndarray,
+    device: Device,
+    note: str | None,
+    seconds: float,
+    extra: dict[str, np.ndarray] | None = None,
+) -> ValidationReport:
+    m, tol = bundle.manifest, bundle.tolerance
+    target = m["target"]["name"]
+    if result.get("manifest_sha256") != bundle.manifest_sha256:
+        raise InputError(
+            f"device {device}: the runner ran another manifest (SHA-256 "
+            f"{str(result.get('manifest_sha256'))[:16]}..., sent {bundle.manifest_sha256[:16]}...)"
+        )
+    golden = golden_for_kernels(m, str(result["kernels"]))
+    if expected_name(golden) not in m["files"]:
+        raise InputError(f"bundle: has no {expected_name(golden)} for the {result['kernels']} kernels the runner used")
+    want = bundle.array(expected_name(golden))
+    got = _int8(np.asarray(outputs))
+    if got.size != want.size:
+        raise InputError(f"device {device}: outputs.npy has shape {got.shape}, expected {want.shape}")
+    got = got.reshape(want.shape)
+    lstats = metrics.lsb_stats(want, got)
+    others = {}
+    for variant in m.get("goldens", []):
+        if variant != golden and expected_name(variant) in m["files"]:
+            others[variant] = metrics.lsb_stats(bundle.array(expected_name(variant)), got)["max_lsb"]
+    scale = np.float32(m["output"]["scale"][0])
+    zp = int(m["output"]["zero_point_int8"][0])
+    y = ((got.astype(np.int32) - zp).astype(np.float32) * scale).astype(np.float32)
+    ref = bundle.array(FLOAT_REFERENCE)
+    classifier = bool(tol.get("classifier"))
+    fstats = metrics.float_stats(ref, y.reshape(ref.shape), classifier)
+    if tol.get("head"):
+        head = tol["head"]
+        logits_tq = TensorQuant(tuple(head["logits_scale"]), tuple(head["logits_zero_point_int8"]))
+        checks = softmax_head_checks(
+            target,
+            golden,
+            head["logits"],
+            bundle.array(expected_name(golden, head["logits"])),
+            _int8(np.asarray(extra[head["logits"]])),
+            logits_tq,
+            got,
+            m["output"]["name"],
+            int(head["allowed_lsb"]),
+            int(head["head_lsb"]),
+            lstats["max_lsb"],
+        )
+    else:
+        checks = [lsb_check(target, lstats["max_lsb"], int(tol["allowed_lsb"]), f"{golden} golden reference")]
+    checks.append(sqnr_check(target, fstats["sqnr_db"], float(tol["min_sqnr_db"])))
+    if classifier:
+        checks.append(top1_check(target, fstats["top1_agreement"], float(tol["min_top1_agreement"])))
+    versions = {
+        "bundle": m.get("versions", {}),
+        "device": {
+            "numpy": result.get("numpy"),
+            "python": result.get("python"),
+            "runtime": result.get("runtime", {}).get("version"),
+        },
+    }
+    return ValidationReport(
+        m["model"],
+        target,
+        str(device),
+        str(bundle.folder),
+        result.get("runtime", {}),
+        str(result["kernels"]),
+        golden,
+        str(result.get("machine")),
+        int(result.get("samples", 0)),
+        result.get("timings", {}),
+        fstats,
+        lstats,
+        checks,
+        others,
+        note,
+        versions,
+        seconds,
+    )
+
+
+def validate(
+    bundle_path: str | Path,
+    device: Device | str,
+    timeout: float = DEFAULT_TIMEOUT,
+    ssh: SshOptions | None = None,
+    python: str | None = None,
+) -> ValidationReport:
+    """Extract and verify the bundle, run it on the device, compare. Errors are one line."""
+    if isinstance(device, str):
+        device = parse_device(device)
+    if timeout <= 0:
+        raise UsageError(f"--timeout: expected a positive number of seconds, got {timeout:g}")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgeconv-validate-") as tmp:
+        folder = Path(tmp) / "bundle"
+        folder.mkdir()
+        bundle = open_bundle(bundle_path, folder)
+        out = Path(tmp) / "result"
+        note = None
+        if device.kind == "local":
+            run_local(bundle, out, "auto", timeout, python)
+        elif device.kind == "qemu-aarch64":
+            run_qemu(bundle, out, timeout)
+            note = QEMU_NOTE
+        else:
+            run_ssh = SshDevice(device, ssh or SshOptions.from_env(python=python))
+            run_ssh.run(bundle, out, "auto", timeout)
+        result, outputs = _load_result(out, device)
+        extra = {
+            spec["name"]: _load_extra(out, device, spec["file"]) for spec in bundle.manifest.get("extra_outputs") or []
+        }
+        return judge(bundle, result, outputs, device, note, time.perf_counter() - start, extra)

@@ -1,0 +1,1 @@
+"""Planning: the budget planner, recipes, target profiles, and the memory / arena models."""

@@ -1,0 +1,179 @@
+"""Predicted TFLite Micro tensor arena for a model's int8 .tflite (pure: no runtime imported).
+
+TFLM splits its one arena in two:
+
+- the head (non-persistent): every activation tensor, placed by TFLM's greedy memory planner
+  (buffers sorted by size, largest first, each put at the lowest offset where it overlaps no
+  already placed buffer whose lifetime intersects its own; sizes rounded up to 16 bytes). This
+  module replays that planner over the op sequence export/tflite.py writes (PAD before an
+  explicitly padded conv, RESHAPE before a dense layer on a spatial map), so the head is
+  predicted exactly, not just bounded by the liveness peak of memory.py;
+- the tail (persistent): per tensor a TfLiteEvalTensor (24 B, constants included), per op a
+  NodeAndRegistration (64 B), a full TfLiteTensor + TfLiteAffineQuantization for the graph
+  input and output (IO_TENSOR_BYTES), the kernels' OpData (per op type, PER_OP_BYTES) with the
+  per-channel requantization data that conv/depthwise/FC keep there (an int32 multiplier and an
+  int32 shift per output channel: PER_CHANNEL_BYTES, rounded to 16 B per array), and the
+  interpreter's own bookkeeping (subgraph and allocation tables: FIXED_BYTES plus
+  PER_OP_BOOKKEEPING per op).
+
+How the constants were fitted (tflite-micro Python interpreter, RecordingMicroAllocator
+output of print_allocations after one invoke, arena total checked by binary search in 16-byte
+steps): the three recipes, planner outputs for 32x32x3 / 10 classes at model budgets 8 KB ..
+256 KB (RAM 256 KB) and 49x10x1 / 12 classes at 8, 32, 128 KB. The head prediction equals the
+measured head on all of them. The per-section sizes (24 B/tensor, 64 B/op, 192 B for the IO
+tensors) are TFLM's struct sizes on 64-bit hosts, read off the per-section lines; the OpData
+sizes and the unrecorded remainder were fitted by least squares on the section totals and then
+raised (MARGIN_BYTES) so that no prediction falls below a measurement. Over the set above the
+prediction is +0.06% .. +0.4% of the measured total (+48 .. +144 B). On a 32-bit MCU the structs are smaller, so the
+prediction stays an upper bound there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeconv.core.graph import Analysis
+from edgeconv.core.ir import INPUT
+from edgeconv.core.shapes import same_pads
+
+ALIGN = 16  # TFLM aligns every arena allocation to 16 bytes
+EVAL_TENSOR_BYTES = 24  # TfLiteEvalTensor, one per tensor (constants included)
+NODE_BYTES = 64  # NodeAndRegistration, one per operator
+IO_TENSOR_BYTES = 192  # TfLiteTensor (64 B) + quantization (32 B) for the input and the output
+PER_CHANNEL_BYTES = 4  # per output channel, per array (multiplier, shift) of conv/dwconv/FC
+# kernel OpData kept in the persistent area, per op type: least-squares fit of the
+# "Persistent buffer data" section (after the per-channel arrays), rounded up. Fit residuals
+# were within ±6 B per model. PAD does not occur in the fitted set: 32 B is an estimate.
+PER_OP_BYTES = {
+    "CONV_2D": 80,
+    "DEPTHWISE_CONV_2D": 80,
+    "FULLY_CONNECTED": 100,
+    "MAX_POOL_2D": 32,
+    "AVERAGE_POOL_2D": 48,
+    "MEAN": 48,
+    "ADD": 64,
+    "SOFTMAX": 100,
+    "RESHAPE": 16,
+    "PAD": 32,
+}
+# tail bytes not in any recorded section (subgraph / allocation tables): fitted 477 + 27.9 B
+# per op (residuals -44..+40 B), taken as 520 + 28 B per op so that it never falls short
+FIXED_BYTES = 520
+PER_OP_BOOKKEEPING = 28
+MARGIN_BYTES = 16  # covers the OpData fit residuals
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+@dataclass(frozen=True)
+class TfliteGraph:
+    """The int8 .tflite export/tflite.py writes, reduced to what the arena depends on."""
+
+    ops: tuple[tuple[str, tuple[str, ...], str, int], ...]  # (opcode, inputs, output, requant channels)
+    activations: dict  # tensor name -> bytes
+    n_constants: int
+
+
+def tflite_graph(analysis: Analysis) -> TfliteGraph:
+    """The op sequence of the int8 .tflite (same expansion as export/tflite.py)."""
+    spec = analysis.model.input
+    acts = {INPUT: spec.width * spec.height * spec.channels}
+    ops, consts = [], 0
+    for layer, info in zip(analysis.model.layers, analysis.layers):
+        out_elems = info.out_elements
+        src = tuple(layer.inputs)
+        if info.op in ("conv2d", "depthwise_conv2d"):
+            w, h, c = info.in_shape
+            same = same_pads((h, w), (layer.kernel[1], layer.kernel[0]), (layer.stride[1], layer.stride[0]))
+            if info.pads not in (same, (0, 0, 0, 0)):
+                top, left, bottom, right = info.pads
+                padded = f"{layer.name}.pad"
+                acts[padded] = (w + left + right) * (h + top + bottom) * c
+                ops.append(("PAD", src, padded, 0))
+                consts += 1
+                src = (padded,)
+            consts += 2
+            opcode = "CONV_2D" if info.op == "conv2d" else "DEPTHWISE_CONV_2D"
+            ops.append((opcode, src, layer.name, info.out_shape[2]))
+        elif info.op in ("max_pool", "avg_pool"):
+            ops.append(("MAX_POOL_2D" if info.op == "max_pool" else "AVERAGE_POOL_2D", src, layer.name, 0))
+        elif info.op == "global_avg_pool":
+            consts += 1
+            ops.append(("MEAN", src, layer.name, 0))
+        elif info.op == "dense":
+            w, h, c = info.in_shape
+            if w * h > 1:
+                flat = f"{layer.name}.flat"
+                acts[flat] = w * h * c
+                ops.append(("RESHAPE", src, flat, 0))
+                consts += 1
+                src = (flat,)
+            consts += 2
+            ops.append(("FULLY_CONNECTED", src, layer.name, info.out_shape[2]))
+        elif info.op == "add":
+            ops.append(("ADD", src, layer.name, 0))
+        elif info.op == "softmax":
+            ops.append(("SOFTMAX", src, layer.name, 0))
+        else:
+            raise ValueError(f"arena: no TFLite mapping for op {info.op!r} ({layer.name})")
+        acts[layer.name] = out_elems
+    return TfliteGraph(tuple(ops), acts, consts)
+
+
+def lifetimes(g: TfliteGraph, output: str) -> dict[str, tuple[int, int]]:
+    """(first op that needs the buffer, last op that needs it) per activation tensor; the
+    model input lives from op 0, the model output to the last op."""
+    first = {INPUT: 0}
+    last = {INPUT: 0}
+    for i, (_, inputs, out, _) in enumerate(g.ops):
+        first.setdefault(out, i)
+        last[out] = max(last.get(out, i), i)
+        for src in inputs:
+            last[src] = max(last.get(src, i), i)
+    last[output] = len(g.ops) - 1
+    return {name: (first[name], last[name]) for name in g.activations}
+
+
+def greedy_plan(sizes: dict[str, int], life: dict[str, tuple[int, int]]) -> int:
+    """Bytes the greedy first-fit planner needs: largest buffers first, each at the lowest
+    offset free over its lifetime (ties in size keep the tensor order)."""
+    order = sorted(sizes, key=lambda n: -_align(sizes[n]))
+    placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
+    high = 0
+    for name in order:
+        size, (first, last) = _align(sizes[name]), life[name]
+        overlapping = sorted((o, s) for o, s, f, l in placed if f <= last and first <= l)
+        offset = 0
+        for o, s in overlapping:
+            if offset + size <= o:
+                break
+            offset = max(offset, o + s)
+        placed.append((offset, size, first, last))
+        high = max(high, offset + size)
+    return high
+
+
+def predict_head_bytes(analysis: Analysis) -> int:
+    g = tflite_graph(analysis)
+    return greedy_plan(g.activations, lifetimes(g, analysis.model.output))
+
+
+def predict_tail_bytes(analysis: Analysis) -> int:
+    g = tflite_graph(analysis)
+    n_tensors = len(g.activations) + g.n_constants
+    op_data = sum(PER_OP_BYTES[op] + 2 * _align(PER_CHANNEL_BYTES * ch) for op, _, _, ch in g.ops)
+    return (
+        EVAL_TENSOR_BYTES * n_tensors
+        + NODE_BYTES * len(g.ops)
+        + IO_TENSOR_BYTES
+        + op_data
+        + FIXED_BYTES
+        + PER_OP_BOOKKEEPING * len(g.ops)
+    )
+
+
+def predict_arena_bytes(analysis: Analysis) -> int:
+    """Predicted smallest TFLM arena (bytes) that runs the model's int8 .tflite."""
+    return _align(predict_head_bytes(analysis) + predict_tail_bytes(analysis) + MARGIN_BYTES)

@@ -1,0 +1,101 @@
+"""Predicted memory: peak activation RAM (tensor liveness) and int8 model file bytes.
+
+Both are predictions used by the planner before anything is exported. The constants of the
+file-size model describe the int8 TFLite flatbuffer layout (one tensor record per activation,
+weight and bias; per-channel scales and zero points; one operator record per op) and are
+checked against real exported files by the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeconv.core.graph import Analysis
+from edgeconv.core.ir import INPUT, WEIGHTED_OPS
+
+# Flatbuffer bookkeeping, in bytes, fitted by least squares to the int8 .tflite files that
+# export/tflite.py writes (recipes and planner outputs, 6 KB to 1 MB; residuals within ±32 B)
+# and raised by a margin so that the prediction is never below the real file.
+FILE_BASE_BYTES = 600  # model header, subgraph, operator codes, input tensor, margin
+PER_CHANNEL_QUANT_BYTES = 12  # float32 scale + int64 zero point per output channel (weight and bias)
+OPERATOR_BYTES = 138  # operator record with its options + its output tensor record
+WEIGHTED_OPERATOR_BYTES = 222  # weight and bias tensor records and their buffer entries
+RESHAPE_BYTES = 209  # RESHAPE op + shape tensor before a dense layer on a spatial map
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weight_bytes: int  # int8 weights
+    bias_bytes: int  # int32 biases
+    model_bytes: int  # predicted int8 .tflite size
+    peak_ram_bytes: int  # largest set of int8 activations alive at once
+    peak_ram_layer: str  # the layer during which that peak happens
+
+
+def _bias_count(analysis: Analysis) -> int:
+    return sum(info.out_shape[2] for info in analysis.layers if info.op in WEIGHTED_OPS)
+
+
+def model_bytes_formula(weights: int, channels: int, n_ops: int, n_weighted: int, n_reshapes: int = 0) -> int:
+    """Predicted int8 .tflite bytes from counts: int8 weights, int32 biases (one per output
+    channel), per-channel quantization records and the flatbuffer bookkeeping."""
+    return (
+        FILE_BASE_BYTES
+        + weights
+        + 4 * channels
+        + 2 * PER_CHANNEL_QUANT_BYTES * channels
+        + OPERATOR_BYTES * n_ops
+        + WEIGHTED_OPERATOR_BYTES * n_weighted
+        + RESHAPE_BYTES * n_reshapes
+    )
+
+
+def _reshape_count(analysis: Analysis) -> int:
+    """Dense layers on a spatial map: the TFLite export flattens them with a RESHAPE."""
+    return sum(1 for info in analysis.layers if info.op == "dense" and info.in_shape[:2] != (1, 1))
+
+
+def predict_model_bytes(analysis: Analysis) -> int:
+    channels = _bias_count(analysis)
+    n_weighted = sum(1 for info in analysis.layers if info.op in WEIGHTED_OPS)
+    return model_bytes_formula(
+        analysis.params - channels, channels, len(analysis.layers), n_weighted, _reshape_count(analysis)
+    )
+
+
+def peak_activation_ram(analysis: Analysis, bytes_per_element: int = 1) -> tuple[int, str]:
+    """Peak bytes of live activations over the layer order, and the layer where it happens.
+
+    A tensor is alive from the layer that writes it to the last layer that reads it; the
+    model input is alive until its last reader and the model output until the end.
+    """
+    model = analysis.model
+    sizes = {INPUT: model.input.width * model.input.height * model.input.channels}
+    sizes.update({info.name: info.out_elements for info in analysis.layers})
+    order = {INPUT: -1, **{info.name: i for i, info in enumerate(analysis.layers)}}
+    last_use = {name: order[name] for name in sizes}
+    for i, info in enumerate(analysis.layers):
+        for src in info.inputs:
+            last_use[src] = max(last_use[src], i)
+    last_use[analysis.layers[-1].name] = len(analysis.layers)
+    peak, peak_layer = 0, analysis.layers[0].name
+    for i, info in enumerate(analysis.layers):
+        live = sum(size for name, size in sizes.items() if order[name] <= i <= last_use[name])
+        if live > peak:
+            peak, peak_layer = live, info.name
+    return peak * bytes_per_element, peak_layer
+
+
+def estimate(analysis: Analysis, ram_model=None) -> MemoryEstimate:
+    """Predicted memory; `ram_model(analysis)` (e.g. the TFLM arena) replaces the liveness peak."""
+    channels = _bias_count(analysis)
+    peak, layer = peak_activation_ram(analysis)
+    if ram_model is not None:
+        peak = ram_model(analysis)
+    return MemoryEstimate(
+        weight_bytes=analysis.params - channels,
+        bias_bytes=4 * channels,
+        model_bytes=predict_model_bytes(analysis),
+        peak_ram_bytes=peak,
+        peak_ram_layer=layer,
+    )

@@ -1,0 +1,1 @@
+"""Tables and pages people read: terminal / Markdown tables, report.md."""
