@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from edgeconv.core import shapes
 from edgeconv.core.errors import ShapeError
 from edgeconv.core.ir import INPUT, Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Model, Softmax
+from edgeconv.core.optable import OpTable
 
 Shape = tuple[int, int, int]  # (W, H, C)
 
@@ -62,68 +63,98 @@ def _window(layer_name: str, shape: Shape, kernel, stride, padding) -> tuple[int
     return gw.out, gh.out, (gh.pad_begin, gw.pad_begin, gh.pad_end, gw.pad_end)
 
 
+SHAPES: OpTable = OpTable("shapes, params, MACs")
+
+
 def _layer_info(layer, in_shapes: list[Shape]) -> LayerInfo:
+    if not isinstance(layer, Add) and len(in_shapes) != 1:
+        raise ShapeError(f"{layer.name}: {layer.op} reads exactly 1 layer, got {len(in_shapes)}")
+    return SHAPES.handler(layer)(layer, in_shapes)
+
+
+@SHAPES.register(Add)
+def _add_info(layer: Add, in_shapes: list[Shape]) -> LayerInfo:
     name = layer.name
+    if len(in_shapes) != 2:
+        raise ShapeError(f"{name}: add joins exactly 2 layers, got {len(in_shapes)} ({', '.join(layer.inputs)})")
+    if in_shapes[0] != in_shapes[1]:
+        a, b = ("x".join(map(str, s)) for s in in_shapes)
+        raise ShapeError(f"{name}: add needs equal shapes, got {layer.inputs[0]} {a} and {layer.inputs[1]} {b}")
+    return LayerInfo(name, layer.op, layer.inputs, in_shapes[0], in_shapes[0], 0, 0)
+
+
+@SHAPES.register(Conv2d)
+def _conv_info(layer: Conv2d, in_shapes: list[Shape]) -> LayerInfo:
     in_shape = in_shapes[0]
+    if layer.filters < 1:
+        raise ShapeError(f"{layer.name}: filters must be at least 1, got {layer.filters}")
+    w2, h2, pads = _window(layer.name, in_shape, layer.kernel, layer.stride, layer.padding)
+    kw, kh = layer.kernel
+    d1 = in_shape[2]
+    return LayerInfo(
+        layer.name,
+        layer.op,
+        layer.inputs,
+        in_shape,
+        (w2, h2, layer.filters),
+        shapes.conv_params(kw, kh, d1, layer.filters),
+        shapes.conv_macs(w2, h2, layer.filters, kw, kh, d1),
+        pads,
+    )
+
+
+@SHAPES.register(DepthwiseConv2d)
+def _depthwise_info(layer: DepthwiseConv2d, in_shapes: list[Shape]) -> LayerInfo:
+    in_shape = in_shapes[0]
+    w2, h2, pads = _window(layer.name, in_shape, layer.kernel, layer.stride, layer.padding)
+    kw, kh = layer.kernel
+    d1 = in_shape[2]
+    return LayerInfo(
+        layer.name,
+        layer.op,
+        layer.inputs,
+        in_shape,
+        (w2, h2, d1),
+        shapes.depthwise_params(kw, kh, d1),
+        shapes.depthwise_macs(w2, h2, kw, kh, d1),
+        pads,
+    )
+
+
+@SHAPES.register(MaxPool, AvgPool)
+def _pool_info(layer: MaxPool | AvgPool, in_shapes: list[Shape]) -> LayerInfo:
+    in_shape = in_shapes[0]
+    w2, h2, pads = _window(layer.name, in_shape, layer.pool, layer.stride, layer.padding)
+    return LayerInfo(layer.name, layer.op, layer.inputs, in_shape, (w2, h2, in_shape[2]), 0, 0, pads)
+
+
+@SHAPES.register(GlobalAvgPool)
+def _global_pool_info(layer: GlobalAvgPool, in_shapes: list[Shape]) -> LayerInfo:
+    in_shape = in_shapes[0]
+    return LayerInfo(layer.name, layer.op, layer.inputs, in_shape, (1, 1, in_shape[2]), 0, 0)
+
+
+@SHAPES.register(Dense)
+def _dense_info(layer: Dense, in_shapes: list[Shape]) -> LayerInfo:
+    in_shape = in_shapes[0]
+    if layer.units < 1:
+        raise ShapeError(f"{layer.name}: units must be at least 1, got {layer.units}")
     w1, h1, d1 = in_shape
-    if isinstance(layer, Add):
-        if len(in_shapes) != 2:
-            raise ShapeError(f"{name}: add joins exactly 2 layers, got {len(in_shapes)} ({', '.join(layer.inputs)})")
-        if in_shapes[0] != in_shapes[1]:
-            a, b = ("x".join(map(str, s)) for s in in_shapes)
-            raise ShapeError(f"{name}: add needs equal shapes, got {layer.inputs[0]} {a} and {layer.inputs[1]} {b}")
-        return LayerInfo(name, layer.op, layer.inputs, in_shape, in_shape, 0, 0)
-    if len(in_shapes) != 1:
-        raise ShapeError(f"{name}: {layer.op} reads exactly 1 layer, got {len(in_shapes)}")
-    if isinstance(layer, Conv2d):
-        if layer.filters < 1:
-            raise ShapeError(f"{name}: filters must be at least 1, got {layer.filters}")
-        w2, h2, pads = _window(name, in_shape, layer.kernel, layer.stride, layer.padding)
-        kw, kh = layer.kernel
-        return LayerInfo(
-            name,
-            layer.op,
-            layer.inputs,
-            in_shape,
-            (w2, h2, layer.filters),
-            shapes.conv_params(kw, kh, d1, layer.filters),
-            shapes.conv_macs(w2, h2, layer.filters, kw, kh, d1),
-            pads,
-        )
-    if isinstance(layer, DepthwiseConv2d):
-        w2, h2, pads = _window(name, in_shape, layer.kernel, layer.stride, layer.padding)
-        kw, kh = layer.kernel
-        return LayerInfo(
-            name,
-            layer.op,
-            layer.inputs,
-            in_shape,
-            (w2, h2, d1),
-            shapes.depthwise_params(kw, kh, d1),
-            shapes.depthwise_macs(w2, h2, kw, kh, d1),
-            pads,
-        )
-    if isinstance(layer, (MaxPool, AvgPool)):
-        w2, h2, pads = _window(name, in_shape, layer.pool, layer.stride, layer.padding)
-        return LayerInfo(name, layer.op, layer.inputs, in_shape, (w2, h2, d1), 0, 0, pads)
-    if isinstance(layer, GlobalAvgPool):
-        return LayerInfo(name, layer.op, layer.inputs, in_shape, (1, 1, d1), 0, 0)
-    if isinstance(layer, Dense):
-        if layer.units < 1:
-            raise ShapeError(f"{name}: units must be at least 1, got {layer.units}")
-        n_in = w1 * h1 * d1
-        return LayerInfo(
-            name,
-            layer.op,
-            layer.inputs,
-            in_shape,
-            (1, 1, layer.units),
-            shapes.dense_params(n_in, layer.units),
-            shapes.dense_macs(n_in, layer.units),
-        )
-    if isinstance(layer, Softmax):
-        return LayerInfo(name, layer.op, layer.inputs, in_shape, in_shape, 0, 0)
-    raise ShapeError(f"{name}: unknown layer type {type(layer).__name__}")
+    n_in = w1 * h1 * d1
+    return LayerInfo(
+        layer.name,
+        layer.op,
+        layer.inputs,
+        in_shape,
+        (1, 1, layer.units),
+        shapes.dense_params(n_in, layer.units),
+        shapes.dense_macs(n_in, layer.units),
+    )
+
+
+@SHAPES.register(Softmax)
+def _softmax_info(layer: Softmax, in_shapes: list[Shape]) -> LayerInfo:
+    return LayerInfo(layer.name, layer.op, layer.inputs, in_shapes[0], in_shapes[0], 0, 0)
 
 
 def analyze(model: Model) -> Analysis:

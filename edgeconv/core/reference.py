@@ -23,6 +23,7 @@ from edgeconv.core.ir import (
     MaxPool,
     Softmax,
 )
+from edgeconv.core.optable import OpTable
 from edgeconv.core.weights import Weights
 
 
@@ -90,33 +91,59 @@ def softmax(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+REFERENCE: OpTable = OpTable("float reference")
+
+
 def run_layer(layer, info: LayerInfo, args: list[np.ndarray], weights: Weights) -> np.ndarray:
-    """Run one IR layer on float32 NHWC inputs."""
-    if isinstance(layer, Conv2d):
-        stride_hw = (layer.stride[1], layer.stride[0])
-        y = conv2d(args[0], weights[f"{layer.name}.weight"], weights[f"{layer.name}.bias"], stride_hw, info.pads)
-        return activation(y, layer.activation)
-    if isinstance(layer, DepthwiseConv2d):
-        stride_hw = (layer.stride[1], layer.stride[0])
-        y = depthwise_conv2d(
-            args[0], weights[f"{layer.name}.weight"], weights[f"{layer.name}.bias"], stride_hw, info.pads
-        )
-        return activation(y, layer.activation)
-    if isinstance(layer, MaxPool):
-        return max_pool(args[0], layer.pool[::-1], layer.stride[::-1], info.pads)
-    if isinstance(layer, AvgPool):
-        return avg_pool(args[0], layer.pool[::-1], layer.stride[::-1], info.pads)
-    if isinstance(layer, GlobalAvgPool):
-        return global_avg_pool(args[0])
-    if isinstance(layer, Dense):
-        return activation(
-            dense(args[0], weights[f"{layer.name}.weight"], weights[f"{layer.name}.bias"]), layer.activation
-        )
-    if isinstance(layer, Add):
-        return activation(add(args[0], args[1]), layer.activation)
-    if isinstance(layer, Softmax):
-        return softmax(args[0])
-    raise TypeError(f"no reference for {type(layer).__name__}")
+    """Run one IR layer on float NHWC inputs."""
+    return REFERENCE.handler(layer)(layer, info, args, weights)
+
+
+def _stride_hw(layer) -> tuple[int, int]:
+    return (layer.stride[1], layer.stride[0])
+
+
+@REFERENCE.register(Conv2d)
+def _run_conv(layer: Conv2d, info: LayerInfo, args: list[np.ndarray], weights: Weights) -> np.ndarray:
+    w, b = weights[f"{layer.name}.weight"], weights[f"{layer.name}.bias"]
+    return activation(conv2d(args[0], w, b, _stride_hw(layer), info.pads), layer.activation)
+
+
+@REFERENCE.register(DepthwiseConv2d)
+def _run_depthwise(layer: DepthwiseConv2d, info: LayerInfo, args: list[np.ndarray], weights: Weights) -> np.ndarray:
+    w, b = weights[f"{layer.name}.weight"], weights[f"{layer.name}.bias"]
+    return activation(depthwise_conv2d(args[0], w, b, _stride_hw(layer), info.pads), layer.activation)
+
+
+@REFERENCE.register(MaxPool)
+def _run_max_pool(layer: MaxPool, info: LayerInfo, args: list[np.ndarray], weights: Weights) -> np.ndarray:
+    return max_pool(args[0], layer.pool[::-1], _stride_hw(layer), info.pads)
+
+
+@REFERENCE.register(AvgPool)
+def _run_avg_pool(layer: AvgPool, info: LayerInfo, args: list[np.ndarray], weights: Weights) -> np.ndarray:
+    return avg_pool(args[0], layer.pool[::-1], _stride_hw(layer), info.pads)
+
+
+@REFERENCE.register(GlobalAvgPool)
+def _run_global_avg_pool(layer: GlobalAvgPool, info: LayerInfo, args: list[np.ndarray], weights: Weights) -> np.ndarray:
+    return global_avg_pool(args[0])
+
+
+@REFERENCE.register(Dense)
+def _run_dense(layer: Dense, info: LayerInfo, args: list[np.ndarray], weights: Weights) -> np.ndarray:
+    w, b = weights[f"{layer.name}.weight"], weights[f"{layer.name}.bias"]
+    return activation(dense(args[0], w, b), layer.activation)
+
+
+@REFERENCE.register(Add)
+def _run_add(layer: Add, info: LayerInfo, args: list[np.ndarray], weights: Weights) -> np.ndarray:
+    return activation(add(args[0], args[1]), layer.activation)
+
+
+@REFERENCE.register(Softmax)
+def _run_softmax(layer: Softmax, info: LayerInfo, args: list[np.ndarray], weights: Weights) -> np.ndarray:
+    return softmax(args[0])
 
 
 def run(analysis: Analysis, weights: Weights, x: np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:

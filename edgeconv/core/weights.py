@@ -15,27 +15,47 @@ from pathlib import Path
 import numpy as np
 
 from edgeconv.core.errors import InputError
-from edgeconv.core.graph import Analysis
-from edgeconv.core.ir import Conv2d, Dense, DepthwiseConv2d
+from edgeconv.core.graph import Analysis, LayerInfo
+from edgeconv.core.ir import Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
+from edgeconv.core.optable import OpTable
 
 Weights = dict[str, np.ndarray]  # "<layer>.weight" / "<layer>.bias" -> float32 array
+
+
+WEIGHT_SHAPES: OpTable = OpTable("weights layout")
 
 
 def expected_shapes(analysis: Analysis) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for layer in analysis.model.layers:
-        info = analysis.info(layer.name)
-        w1, h1, d1 = info.in_shape
-        if isinstance(layer, Conv2d):
-            shapes[f"{layer.name}.weight"] = (layer.filters, layer.kernel[1], layer.kernel[0], d1)
-            shapes[f"{layer.name}.bias"] = (layer.filters,)
-        elif isinstance(layer, DepthwiseConv2d):
-            shapes[f"{layer.name}.weight"] = (1, layer.kernel[1], layer.kernel[0], d1)
-            shapes[f"{layer.name}.bias"] = (d1,)
-        elif isinstance(layer, Dense):
-            shapes[f"{layer.name}.weight"] = (layer.units, w1 * h1 * d1)
-            shapes[f"{layer.name}.bias"] = (layer.units,)
+        shapes.update(WEIGHT_SHAPES.handler(layer)(layer, analysis.info(layer.name)))
     return shapes
+
+
+@WEIGHT_SHAPES.register(Conv2d)
+def _conv_shapes(layer: Conv2d, info: LayerInfo) -> dict[str, tuple[int, ...]]:
+    d1 = info.in_shape[2]
+    return {
+        f"{layer.name}.weight": (layer.filters, layer.kernel[1], layer.kernel[0], d1),
+        f"{layer.name}.bias": (layer.filters,),
+    }
+
+
+@WEIGHT_SHAPES.register(DepthwiseConv2d)
+def _depthwise_shapes(layer: DepthwiseConv2d, info: LayerInfo) -> dict[str, tuple[int, ...]]:
+    d1 = info.in_shape[2]
+    return {f"{layer.name}.weight": (1, layer.kernel[1], layer.kernel[0], d1), f"{layer.name}.bias": (d1,)}
+
+
+@WEIGHT_SHAPES.register(Dense)
+def _dense_shapes(layer: Dense, info: LayerInfo) -> dict[str, tuple[int, ...]]:
+    w1, h1, d1 = info.in_shape
+    return {f"{layer.name}.weight": (layer.units, w1 * h1 * d1), f"{layer.name}.bias": (layer.units,)}
+
+
+@WEIGHT_SHAPES.register(MaxPool, AvgPool, GlobalAvgPool, Add, Softmax)
+def _no_weights(layer, info: LayerInfo) -> dict[str, tuple[int, ...]]:
+    return {}
 
 
 def init_weights(analysis: Analysis, seed: int = 0) -> Weights:

@@ -8,12 +8,14 @@ to NHWC so that the flatten order matches the IR's (H, W, C) weight layout.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeconv import __version__
-from edgeconv.core.graph import Analysis
+from edgeconv.core.graph import Analysis, LayerInfo
 from edgeconv.core.ir import (
     INPUT,
     Activation,
@@ -26,6 +28,7 @@ from edgeconv.core.ir import (
     MaxPool,
     Softmax,
 )
+from edgeconv.core.optable import OpTable
 from edgeconv.core.weights import Weights
 
 OPSET = 17
@@ -40,14 +43,19 @@ def onnx_shape(shape_whc: tuple[int, int, int], op: str = "") -> list[int]:
     return [1, c, h, w]
 
 
-class _GraphBuilder:
+class OnnxBuilder:
+    """Nodes and initializers of one ONNX graph. The op handlers below write through it; the
+    float builder gives them float weights, the QDQ builder (onnx_qdq.py) integer weights with
+    DequantizeLinear and a QuantizeLinear after every reshaping node."""
+
     def __init__(self) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
 
     def const(self, name: str, array: np.ndarray) -> str:
         # np.ascontiguousarray would turn a 0-d scalar into shape [1]; keep scalars scalar
-        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))
+        array = np.asarray(array)
+        self.initializers.append(numpy_helper.from_array(array if array.flags.c_contiguous else array.copy(), name))
         return name
 
     def node(self, op: str, inputs: list[str], output: str, name: str, **attrs) -> str:
@@ -63,71 +71,113 @@ class _GraphBuilder:
             return self.node("Clip", [pre, lo, hi], out, f"{layer}.relu6")
         return pre
 
+    # what the float and QDQ graphs do differently
+    def weight(self, layer: str, to_onnx: Callable[[np.ndarray], np.ndarray]) -> str:
+        raise NotImplementedError
+
+    def bias(self, layer: str) -> str:
+        raise NotImplementedError
+
+    def reshaped(self, op: str, src: str, out: str, node: str, params_of: str, **attrs) -> str:
+        """A data-movement node (Transpose, Flatten) whose output keeps `params_of`'s quantization."""
+        raise NotImplementedError
+
+
+class _FloatBuilder(OnnxBuilder):
+    def __init__(self, weights: Weights) -> None:
+        super().__init__()
+        self.weights = weights
+
+    def weight(self, layer: str, to_onnx: Callable[[np.ndarray], np.ndarray]) -> str:
+        return self.const(f"{layer}.weight", to_onnx(self.weights[f"{layer}.weight"]))
+
+    def bias(self, layer: str) -> str:
+        return self.const(f"{layer}.bias", self.weights[f"{layer}.bias"])
+
+    def reshaped(self, op: str, src: str, out: str, node: str, params_of: str, **attrs) -> str:
+        return self.node(op, [src], out, node, **attrs)
+
 
 def _onnx_pads(pads: tuple[int, int, int, int]) -> list[int]:
     top, left, bottom, right = pads
     return [top, left, bottom, right]  # ONNX order: x1_begin, x2_begin, x1_end, x2_end (H then W)
 
 
+ONNX_NODES: OpTable = OpTable("ONNX export (float and QDQ)")
+
+
+def _ohwi_to_oihw(w: np.ndarray) -> np.ndarray:
+    return w.transpose(0, 3, 1, 2)
+
+
+def _1hwc_to_c1hw(w: np.ndarray) -> np.ndarray:
+    return w.transpose(3, 0, 1, 2)
+
+
+@ONNX_NODES.register(Conv2d, DepthwiseConv2d)
+def _conv(g: OnnxBuilder, layer, info: LayerInfo, analysis: Analysis, src: list[str], pre: str) -> None:
+    depthwise = isinstance(layer, DepthwiseConv2d)
+    w = g.weight(layer.name, _1hwc_to_c1hw if depthwise else _ohwi_to_oihw)
+    g.node(
+        "Conv",
+        [src[0], w, g.bias(layer.name)],
+        pre,
+        layer.name,
+        kernel_shape=[layer.kernel[1], layer.kernel[0]],
+        strides=[layer.stride[1], layer.stride[0]],
+        pads=_onnx_pads(info.pads),
+        group=info.in_shape[2] if depthwise else 1,
+    )
+
+
+@ONNX_NODES.register(MaxPool, AvgPool)
+def _pool(g: OnnxBuilder, layer, info: LayerInfo, analysis: Analysis, src: list[str], pre: str) -> None:
+    attrs = {
+        "kernel_shape": [layer.pool[1], layer.pool[0]],
+        "strides": [layer.stride[1], layer.stride[0]],
+        "pads": _onnx_pads(info.pads),
+    }
+    if isinstance(layer, AvgPool):
+        attrs["count_include_pad"] = 0
+    g.node("MaxPool" if isinstance(layer, MaxPool) else "AveragePool", src, pre, layer.name, **attrs)
+
+
+@ONNX_NODES.register(GlobalAvgPool)
+def _global_pool(g: OnnxBuilder, layer, info: LayerInfo, analysis: Analysis, src: list[str], pre: str) -> None:
+    g.node("GlobalAveragePool", src, pre, layer.name)
+
+
+@ONNX_NODES.register(Dense)
+def _dense(g: OnnxBuilder, layer, info: LayerInfo, analysis: Analysis, src: list[str], pre: str) -> None:
+    name, feeder = layer.name, layer.inputs[0]
+    flat_in = src[0]
+    w1, h1, _ = info.in_shape
+    if feeder == INPUT or analysis.info(feeder).op != "dense":
+        if (w1, h1) != (1, 1):  # ONNX is NCHW; the IR's dense weights run over H, W, C
+            flat_in = g.reshaped("Transpose", flat_in, f"{name}.nhwc", f"{name}.to_nhwc", feeder, perm=[0, 2, 3, 1])
+        flat_in = g.reshaped("Flatten", flat_in, f"{name}.flat", f"{name}.flatten", feeder, axis=1)
+    g.node("Gemm", [flat_in, g.weight(name, np.asarray), g.bias(name)], pre, name, transB=1)
+
+
+@ONNX_NODES.register(Add)
+def _add(g: OnnxBuilder, layer, info: LayerInfo, analysis: Analysis, src: list[str], pre: str) -> None:
+    g.node("Add", src, pre, layer.name)
+
+
+@ONNX_NODES.register(Softmax)
+def _softmax(g: OnnxBuilder, layer, info: LayerInfo, analysis: Analysis, src: list[str], pre: str) -> None:
+    g.node("Softmax", src, pre, layer.name, axis=1)
+
+
 def build_float_onnx(analysis: Analysis, weights: Weights, outputs: list[str] | None = None) -> onnx.ModelProto:
     """The float model; `outputs` adds intermediate layer tensors as graph outputs."""
     model = analysis.model
-    g = _GraphBuilder()
+    g = _FloatBuilder(weights)
     for layer, info in zip(model.layers, analysis.layers):
         name, src = layer.name, list(layer.inputs)
         has_act = getattr(layer, "activation", Activation.NONE) is not Activation.NONE
         pre = f"{name}.preact" if has_act else name
-        if isinstance(layer, (Conv2d, DepthwiseConv2d)):
-            w = weights[f"{name}.weight"]
-            if isinstance(layer, Conv2d):
-                w_onnx, group = w.transpose(0, 3, 1, 2), 1  # OHWI -> OIHW
-            else:
-                w_onnx, group = w.transpose(3, 0, 1, 2), w.shape[3]  # 1HWC -> C1HW
-            g.node(
-                "Conv",
-                [src[0], g.const(f"{name}.weight", w_onnx), g.const(f"{name}.bias", weights[f"{name}.bias"])],
-                pre,
-                name,
-                kernel_shape=[layer.kernel[1], layer.kernel[0]],
-                strides=[layer.stride[1], layer.stride[0]],
-                pads=_onnx_pads(info.pads),
-                group=group,
-            )
-        elif isinstance(layer, (MaxPool, AvgPool)):
-            attrs = dict(
-                kernel_shape=[layer.pool[1], layer.pool[0]],
-                strides=[layer.stride[1], layer.stride[0]],
-                pads=_onnx_pads(info.pads),
-            )
-            if isinstance(layer, AvgPool):
-                attrs["count_include_pad"] = 0
-            g.node("MaxPool" if isinstance(layer, MaxPool) else "AveragePool", src, pre, name, **attrs)
-        elif isinstance(layer, GlobalAvgPool):
-            g.node("GlobalAveragePool", src, pre, name)
-        elif isinstance(layer, Dense):
-            flat_in = src[0]
-            w1, h1, _ = info.in_shape
-            if layer.inputs[0] == INPUT or analysis.info(layer.inputs[0]).op != "dense":
-                if (w1, h1) != (1, 1):
-                    flat_in = g.node("Transpose", [flat_in], f"{name}.nhwc", f"{name}.to_nhwc", perm=[0, 2, 3, 1])
-                flat_in = g.node("Flatten", [flat_in], f"{name}.flat", f"{name}.flatten", axis=1)
-            g.node(
-                "Gemm",
-                [
-                    flat_in,
-                    g.const(f"{name}.weight", weights[f"{name}.weight"]),
-                    g.const(f"{name}.bias", weights[f"{name}.bias"]),
-                ],
-                pre,
-                name,
-                transB=1,
-            )
-        elif isinstance(layer, Add):
-            g.node("Add", src, pre, name)
-        elif isinstance(layer, Softmax):
-            g.node("Softmax", src, pre, name, axis=1)
-        else:
-            raise TypeError(f"no ONNX export for {type(layer).__name__}")
+        ONNX_NODES.handler(layer)(g, layer, info, analysis, src, pre)
         if has_act:
             g.activation(layer.activation, pre, name, name)
 

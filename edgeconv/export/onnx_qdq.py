@@ -32,28 +32,20 @@ Tensor names (layer L; "input" for the model input)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from edgeconv import __version__
 from edgeconv.core.graph import Analysis
 from edgeconv.core.ir import (
     INPUT,
     Activation,
-    Add,
-    AvgPool,
-    Conv2d,
-    Dense,
-    DepthwiseConv2d,
-    GlobalAvgPool,
-    MaxPool,
-    Softmax,
 )
 from edgeconv.core.weights import Weights
-from edgeconv.export.onnx_float import IR_VERSION, OPSET, _onnx_pads, tensor_onnx_shape
+from edgeconv.export.onnx_float import IR_VERSION, ONNX_NODES, OPSET, OnnxBuilder, tensor_onnx_shape
 from edgeconv.quant.params import QuantParams, TensorQuant
 from edgeconv.quant.quantize import quantize_input, storage
 
@@ -63,21 +55,11 @@ _ONNX_TYPE = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
 __all__ = ["ACTIVATION_DTYPES", "build_qdq_onnx", "quantize_input"]
 
 
-class _QdqBuilder:
+class _QdqBuilder(OnnxBuilder):
     def __init__(self, qparams: QuantParams, dtype: str) -> None:
+        super().__init__()
         self.qp, self.dtype = qparams, dtype
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
         self._params: set[str] = set()
-
-    def const(self, name: str, array: np.ndarray) -> str:
-        array = np.asarray(array)  # (np.ascontiguousarray would turn a 0-d scalar into shape [1])
-        self.initializers.append(numpy_helper.from_array(array if array.flags.c_contiguous else array.copy(), name))
-        return name
-
-    def node(self, op: str, inputs: list[str], output: str, name: str, **attrs) -> str:
-        self.nodes.append(helper.make_node(op, inputs, [output], name=name, **attrs))
-        return output
 
     def act_params(self, tensor: str) -> tuple[str, str]:
         """Scale and zero-point initializers of activation `tensor`, created once."""
@@ -107,14 +89,17 @@ class _QdqBuilder:
         zp = self.const(f"{name}.zero_point", np.zeros(len(tq.scale), zp_dtype))
         return self.node("DequantizeLinear", [name, scale, zp], f"{name}.dq", f"{name}.dequantize", axis=0)
 
-    def activation(self, kind: Activation, pre: str, out: str, layer: str) -> str:
-        if kind is Activation.RELU:
-            return self.node("Relu", [pre], out, f"{layer}.relu")
-        if kind is Activation.RELU6:
-            lo = self.const(f"{layer}.clip_min", np.array(0.0, np.float32))
-            hi = self.const(f"{layer}.clip_max", np.array(6.0, np.float32))
-            return self.node("Clip", [pre, lo, hi], out, f"{layer}.relu6")
-        return pre
+    def weight(self, layer: str, to_onnx: Callable[[np.ndarray], np.ndarray]) -> str:
+        if layer not in self.qp.q_weights:
+            raise ValueError(f"QDQ export: no weights for layer {layer!r}")
+        return self.per_channel(f"{layer}.weight", to_onnx(self.qp.q_weights[layer]), self.qp.weights[layer], np.int8)
+
+    def bias(self, layer: str) -> str:
+        return self.per_channel(f"{layer}.bias", self.qp.q_biases[layer], self.qp.biases[layer], np.int32)
+
+    def reshaped(self, op: str, src: str, out: str, node: str, params_of: str, **attrs) -> str:
+        moved = self.node(op, [src], f"{out}.float", node, **attrs)
+        return self.quantize(moved, params_of, out)
 
 
 def _check(analysis: Analysis, qparams: QuantParams, dtype: str) -> None:
@@ -150,55 +135,7 @@ def build_qdq_onnx(
         kind = getattr(layer, "activation", Activation.NONE)
         out_float = f"{name}.float"
         pre = f"{name}.preact" if kind is not Activation.NONE else out_float
-        if isinstance(layer, (Conv2d, DepthwiseConv2d, Dense)) and f"{name}.weight" not in weights:
-            raise ValueError(f"QDQ export: no weights for layer {name!r}")
-        if isinstance(layer, (Conv2d, DepthwiseConv2d)):
-            qw = qparams.q_weights[name]
-            if isinstance(layer, Conv2d):
-                w_onnx, group = qw.transpose(0, 3, 1, 2), 1  # OHWI -> OIHW
-            else:
-                w_onnx, group = qw.transpose(3, 0, 1, 2), qw.shape[3]  # 1HWC -> C1HW
-            w = g.per_channel(f"{name}.weight", w_onnx, qparams.weights[name], np.int8)
-            b = g.per_channel(f"{name}.bias", qparams.q_biases[name], qparams.biases[name], np.int32)
-            g.node(
-                "Conv",
-                [src[0], w, b],
-                pre,
-                name,
-                kernel_shape=[layer.kernel[1], layer.kernel[0]],
-                strides=[layer.stride[1], layer.stride[0]],
-                pads=_onnx_pads(info.pads),
-                group=group,
-            )
-        elif isinstance(layer, (MaxPool, AvgPool)):
-            attrs = dict(
-                kernel_shape=[layer.pool[1], layer.pool[0]],
-                strides=[layer.stride[1], layer.stride[0]],
-                pads=_onnx_pads(info.pads),
-            )
-            if isinstance(layer, AvgPool):
-                attrs["count_include_pad"] = 0
-            g.node("MaxPool" if isinstance(layer, MaxPool) else "AveragePool", src, pre, name, **attrs)
-        elif isinstance(layer, GlobalAvgPool):
-            g.node("GlobalAveragePool", src, pre, name)
-        elif isinstance(layer, Dense):
-            flat_in, feeder = src[0], layer.inputs[0]
-            w1, h1, _ = info.in_shape
-            if feeder == INPUT or analysis.info(feeder).op != "dense":
-                if (w1, h1) != (1, 1):
-                    t = g.node("Transpose", [flat_in], f"{name}.nhwc.float", f"{name}.to_nhwc", perm=[0, 2, 3, 1])
-                    flat_in = g.quantize(t, feeder, f"{name}.nhwc")
-                f = g.node("Flatten", [flat_in], f"{name}.flat.float", f"{name}.flatten", axis=1)
-                flat_in = g.quantize(f, feeder, f"{name}.flat")
-            w = g.per_channel(f"{name}.weight", qparams.q_weights[name], qparams.weights[name], np.int8)
-            b = g.per_channel(f"{name}.bias", qparams.q_biases[name], qparams.biases[name], np.int32)
-            g.node("Gemm", [flat_in, w, b], pre, name, transB=1)
-        elif isinstance(layer, Add):
-            g.node("Add", src, pre, name)
-        elif isinstance(layer, Softmax):
-            g.node("Softmax", src, pre, name, axis=1)
-        else:
-            raise TypeError(f"no QDQ ONNX export for {type(layer).__name__}")
+        ONNX_NODES.handler(layer)(g, layer, info, analysis, src, pre)
         g.activation(kind, pre, out_float, name)
         g.quantize(out_float, name, name)
 

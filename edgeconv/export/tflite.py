@@ -37,6 +37,7 @@ import numpy as np
 from edgeconv.core.graph import Analysis, LayerInfo
 from edgeconv.core.ir import (
     INPUT,
+    WEIGHTED_OPS,
     Activation,
     Add,
     AvgPool,
@@ -47,6 +48,7 @@ from edgeconv.core.ir import (
     MaxPool,
     Softmax,
 )
+from edgeconv.core.optable import OpTable
 from edgeconv.core.shapes import same_pads
 from edgeconv.core.weights import Weights
 from edgeconv.export.tflite_writer import TfliteOp, TfliteTensor, build_tflite
@@ -157,65 +159,7 @@ class _Graph:
         return padded, "VALID"
 
     def layer(self, layer, info: LayerInfo) -> None:
-        name = layer.name
-        out_shape = tensor_shape(self.analysis, name)
-        if isinstance(layer, (Conv2d, DepthwiseConv2d)):
-            src, mode = self.padded_input(layer, info, layer.kernel, layer.stride)
-            depthwise = isinstance(layer, DepthwiseConv2d)
-            w, b = self.weight_and_bias(layer, 3 if depthwise else 0)
-            out = self.activation(name, out_shape)
-            opts = dict(
-                padding=mode,
-                stride_w=layer.stride[0],
-                stride_h=layer.stride[1],
-                fused_activation=_ACT[layer.activation],
-            )
-            if depthwise:
-                opts["depth_multiplier"] = 1
-            self.op("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", (src, w, b), (out,), **opts)
-        elif isinstance(layer, (MaxPool, AvgPool)):
-            mode = tflite_padding(info, layer.pool, layer.stride)
-            if mode == "PAD":
-                raise ValueError(
-                    f"TFLite export: {name}: pooling with explicit padding {info.pads} (top, left, "
-                    f"bottom, right) is neither SAME nor VALID; TFLite pools cannot express it "
-                    f"(use padding 'same' or 'valid')"
-                )
-            out = self.activation(name, out_shape)
-            self.op(
-                "MAX_POOL_2D" if isinstance(layer, MaxPool) else "AVERAGE_POOL_2D",
-                (layer.inputs[0],),
-                (out,),
-                padding=mode,
-                stride_w=layer.stride[0],
-                stride_h=layer.stride[1],
-                filter_w=layer.pool[0],
-                filter_h=layer.pool[1],
-            )
-        elif isinstance(layer, GlobalAvgPool):
-            axes = self.const_int32(f"{name}.axes", [1, 2])
-            out = self.activation(name, out_shape)
-            self.op("MEAN", (layer.inputs[0], axes), (out,), keep_dims=True)
-        elif isinstance(layer, Dense):
-            src = layer.inputs[0]
-            w1, h1, d1 = info.in_shape
-            if w1 * h1 > 1:
-                n_in = w1 * h1 * d1
-                shape = self.const_int32(f"{name}.shape", [1, n_in])
-                flat = self.activation(f"{name}.flat", (1, n_in), like=src)
-                self.op("RESHAPE", (src, shape), (flat,), new_shape=(1, n_in))
-                src = flat
-            w, b = self.weight_and_bias(layer, 0)
-            out = self.activation(name, out_shape)
-            self.op("FULLY_CONNECTED", (src, w, b), (out,), fused_activation=_ACT[layer.activation])
-        elif isinstance(layer, Add):
-            out = self.activation(name, out_shape)
-            self.op("ADD", layer.inputs, (out,), fused_activation=_ACT[layer.activation])
-        elif isinstance(layer, Softmax):
-            out = self.activation(name, out_shape)
-            self.op("SOFTMAX", layer.inputs, (out,), beta=1.0)
-        else:
-            raise TypeError(f"TFLite export: no mapping for {type(layer).__name__} ({name})")
+        TFLITE_OPS.handler(layer)(self, layer, info, tensor_shape(self.analysis, layer.name))
 
     def build(self) -> bytes:
         model = self.analysis.model
@@ -229,12 +173,88 @@ class _Graph:
         )
 
 
+TFLITE_OPS: OpTable = OpTable("TFLite export")
+
+
+@TFLITE_OPS.register(Conv2d, DepthwiseConv2d)
+def _conv(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> None:
+    src, mode = g.padded_input(layer, info, layer.kernel, layer.stride)
+    depthwise = isinstance(layer, DepthwiseConv2d)
+    w, b = g.weight_and_bias(layer, 3 if depthwise else 0)
+    out = g.activation(layer.name, out_shape)
+    opts = {
+        "padding": mode,
+        "stride_w": layer.stride[0],
+        "stride_h": layer.stride[1],
+        "fused_activation": _ACT[layer.activation],
+    }
+    if depthwise:
+        opts["depth_multiplier"] = 1
+    g.op("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", (src, w, b), (out,), **opts)
+
+
+@TFLITE_OPS.register(MaxPool, AvgPool)
+def _pool(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> None:
+    mode = tflite_padding(info, layer.pool, layer.stride)
+    if mode == "PAD":
+        raise ValueError(
+            f"TFLite export: {layer.name}: pooling with explicit padding {info.pads} (top, left, "
+            f"bottom, right) is neither SAME nor VALID; TFLite pools cannot express it "
+            f"(use padding 'same' or 'valid')"
+        )
+    out = g.activation(layer.name, out_shape)
+    g.op(
+        "MAX_POOL_2D" if isinstance(layer, MaxPool) else "AVERAGE_POOL_2D",
+        (layer.inputs[0],),
+        (out,),
+        padding=mode,
+        stride_w=layer.stride[0],
+        stride_h=layer.stride[1],
+        filter_w=layer.pool[0],
+        filter_h=layer.pool[1],
+    )
+
+
+@TFLITE_OPS.register(GlobalAvgPool)
+def _global_pool(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> None:
+    axes = g.const_int32(f"{layer.name}.axes", [1, 2])
+    out = g.activation(layer.name, out_shape)
+    g.op("MEAN", (layer.inputs[0], axes), (out,), keep_dims=True)
+
+
+@TFLITE_OPS.register(Dense)
+def _dense(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> None:
+    src = layer.inputs[0]
+    w1, h1, d1 = info.in_shape
+    if w1 * h1 > 1:
+        n_in = w1 * h1 * d1
+        shape = g.const_int32(f"{layer.name}.shape", [1, n_in])
+        flat = g.activation(f"{layer.name}.flat", (1, n_in), like=src)
+        g.op("RESHAPE", (src, shape), (flat,), new_shape=(1, n_in))
+        src = flat
+    w, b = g.weight_and_bias(layer, 0)
+    out = g.activation(layer.name, out_shape)
+    g.op("FULLY_CONNECTED", (src, w, b), (out,), fused_activation=_ACT[layer.activation])
+
+
+@TFLITE_OPS.register(Add)
+def _add(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> None:
+    out = g.activation(layer.name, out_shape)
+    g.op("ADD", layer.inputs, (out,), fused_activation=_ACT[layer.activation])
+
+
+@TFLITE_OPS.register(Softmax)
+def _softmax(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> None:
+    out = g.activation(layer.name, out_shape)
+    g.op("SOFTMAX", layer.inputs, (out,), beta=1.0)
+
+
 def _check_qparams(analysis: Analysis, qparams: QuantParams) -> None:
     for name in [INPUT] + [layer.name for layer in analysis.model.layers]:
         if name not in qparams.activations:
             raise ValueError(f"TFLite export: QuantParams has no activation parameters for {name!r}")
     for layer in analysis.model.layers:
-        if layer.op in ("conv2d", "depthwise_conv2d", "dense") and layer.name not in qparams.q_weights:
+        if layer.op in WEIGHTED_OPS and layer.name not in qparams.q_weights:
             raise ValueError(f"TFLite export: QuantParams has no quantized weights for layer {layer.name!r}")
 
 
@@ -247,6 +267,6 @@ def build_int8_tflite(analysis: Analysis, qparams: QuantParams) -> bytes:
 def build_float_tflite(analysis: Analysis, weights: Weights) -> bytes:
     """The float32 .tflite of the analysed model (same operators and tensor names)."""
     for layer in analysis.model.layers:
-        if layer.op in ("conv2d", "depthwise_conv2d", "dense") and f"{layer.name}.weight" not in weights:
+        if layer.op in WEIGHTED_OPS and f"{layer.name}.weight" not in weights:
             raise ValueError(f"TFLite export: no weights for layer {layer.name!r}")
     return _Graph(analysis, None, weights).build()

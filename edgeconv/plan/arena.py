@@ -32,8 +32,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeconv.core.graph import Analysis
-from edgeconv.core.ir import INPUT
+from edgeconv.core.graph import Analysis, LayerInfo
+from edgeconv.core.ir import INPUT, Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
+from edgeconv.core.optable import OpTable
 from edgeconv.core.shapes import same_pads
 
 ALIGN = 16  # TFLM aligns every arena allocation to 16 bytes
@@ -76,50 +77,73 @@ class TfliteGraph:
     n_constants: int
 
 
+class _OpList:
+    """The ops, activation tensors and constant count of the .tflite, filled layer by layer."""
+
+    def __init__(self, acts: dict[str, int]) -> None:
+        self.ops: list[tuple[str, tuple[str, ...], str, int]] = []
+        self.acts = acts
+        self.consts = 0
+
+    def add(self, opcode: str, src: tuple[str, ...], out: str, elements: int, channels: int = 0, consts: int = 0):
+        self.ops.append((opcode, src, out, channels))
+        self.acts[out] = elements
+        self.consts += consts
+        return (out,)
+
+
+ARENA_OPS: OpTable = OpTable("TFLite op sequence (arena model)")
+
+
 def tflite_graph(analysis: Analysis) -> TfliteGraph:
     """The op sequence of the int8 .tflite (same expansion as export/tflite.py)."""
     spec = analysis.model.input
-    acts = {INPUT: spec.width * spec.height * spec.channels}
-    ops, consts = [], 0
+    g = _OpList({INPUT: spec.width * spec.height * spec.channels})
     for layer, info in zip(analysis.model.layers, analysis.layers):
-        out_elems = info.out_elements
-        src = tuple(layer.inputs)
-        if info.op in ("conv2d", "depthwise_conv2d"):
-            w, h, c = info.in_shape
-            same = same_pads((h, w), (layer.kernel[1], layer.kernel[0]), (layer.stride[1], layer.stride[0]))
-            if info.pads not in (same, (0, 0, 0, 0)):
-                top, left, bottom, right = info.pads
-                padded = f"{layer.name}.pad"
-                acts[padded] = (w + left + right) * (h + top + bottom) * c
-                ops.append(("PAD", src, padded, 0))
-                consts += 1
-                src = (padded,)
-            consts += 2
-            opcode = "CONV_2D" if info.op == "conv2d" else "DEPTHWISE_CONV_2D"
-            ops.append((opcode, src, layer.name, info.out_shape[2]))
-        elif info.op in ("max_pool", "avg_pool"):
-            ops.append(("MAX_POOL_2D" if info.op == "max_pool" else "AVERAGE_POOL_2D", src, layer.name, 0))
-        elif info.op == "global_avg_pool":
-            consts += 1
-            ops.append(("MEAN", src, layer.name, 0))
-        elif info.op == "dense":
-            w, h, c = info.in_shape
-            if w * h > 1:
-                flat = f"{layer.name}.flat"
-                acts[flat] = w * h * c
-                ops.append(("RESHAPE", src, flat, 0))
-                consts += 1
-                src = (flat,)
-            consts += 2
-            ops.append(("FULLY_CONNECTED", src, layer.name, info.out_shape[2]))
-        elif info.op == "add":
-            ops.append(("ADD", src, layer.name, 0))
-        elif info.op == "softmax":
-            ops.append(("SOFTMAX", src, layer.name, 0))
-        else:
-            raise ValueError(f"arena: no TFLite mapping for op {info.op!r} ({layer.name})")
-        acts[layer.name] = out_elems
-    return TfliteGraph(tuple(ops), acts, consts)
+        ARENA_OPS.handler(layer)(g, layer, info)
+    return TfliteGraph(tuple(g.ops), g.acts, g.consts)
+
+
+@ARENA_OPS.register(Conv2d, DepthwiseConv2d)
+def _conv_ops(g: _OpList, layer, info: LayerInfo) -> None:
+    src = tuple(layer.inputs)
+    w, h, c = info.in_shape
+    same = same_pads((h, w), (layer.kernel[1], layer.kernel[0]), (layer.stride[1], layer.stride[0]))
+    if info.pads not in (same, (0, 0, 0, 0)):
+        top, left, bottom, right = info.pads
+        src = g.add("PAD", src, f"{layer.name}.pad", (w + left + right) * (h + top + bottom) * c, consts=1)
+    opcode = "CONV_2D" if info.op == "conv2d" else "DEPTHWISE_CONV_2D"
+    g.add(opcode, src, layer.name, info.out_elements, info.out_shape[2], consts=2)
+
+
+@ARENA_OPS.register(MaxPool, AvgPool)
+def _pool_ops(g: _OpList, layer, info: LayerInfo) -> None:
+    opcode = "MAX_POOL_2D" if info.op == "max_pool" else "AVERAGE_POOL_2D"
+    g.add(opcode, tuple(layer.inputs), layer.name, info.out_elements)
+
+
+@ARENA_OPS.register(GlobalAvgPool)
+def _mean_ops(g: _OpList, layer, info: LayerInfo) -> None:
+    g.add("MEAN", tuple(layer.inputs), layer.name, info.out_elements, consts=1)
+
+
+@ARENA_OPS.register(Dense)
+def _dense_ops(g: _OpList, layer, info: LayerInfo) -> None:
+    src = tuple(layer.inputs)
+    w, h, c = info.in_shape
+    if w * h > 1:
+        src = g.add("RESHAPE", src, f"{layer.name}.flat", w * h * c, consts=1)
+    g.add("FULLY_CONNECTED", src, layer.name, info.out_elements, info.out_shape[2], consts=2)
+
+
+@ARENA_OPS.register(Add)
+def _add_ops(g: _OpList, layer, info: LayerInfo) -> None:
+    g.add("ADD", tuple(layer.inputs), layer.name, info.out_elements)
+
+
+@ARENA_OPS.register(Softmax)
+def _softmax_ops(g: _OpList, layer, info: LayerInfo) -> None:
+    g.add("SOFTMAX", tuple(layer.inputs), layer.name, info.out_elements)
 
 
 def lifetimes(g: TfliteGraph, output: str) -> dict[str, tuple[int, int]]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeconv.core.graph import Analysis
-from edgeconv.core.ir import INPUT, WEIGHTED_OPS
+from edgeconv.core.graph import Analysis, LayerInfo
+from edgeconv.core.ir import INPUT, Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
+from edgeconv.core.optable import OpTable
 
 # Flatbuffer bookkeeping, in bytes, fitted by least squares to the int8 .tflite files that
 # export/tflite.py writes (recipes and planner outputs, 6 KB to 1 MB; residuals within ±32 B)
@@ -32,8 +33,42 @@ class MemoryEstimate:
     peak_ram_layer: str  # the layer during which that peak happens
 
 
+@dataclass(frozen=True)
+class FileRecords:
+    """What one IR layer adds to the int8 .tflite beyond its weights: operator records, weight
+    and bias tensor records, per-channel quantization records, a RESHAPE before a dense layer."""
+
+    operators: int = 1
+    weighted: int = 0
+    bias_channels: int = 0
+    reshapes: int = 0
+
+
+FILE_RECORDS: OpTable = OpTable("model file bytes")
+
+
+@FILE_RECORDS.register(Conv2d, DepthwiseConv2d)
+def _conv_records(info: LayerInfo) -> FileRecords:
+    return FileRecords(weighted=1, bias_channels=info.out_shape[2])
+
+
+@FILE_RECORDS.register(Dense)
+def _dense_records(info: LayerInfo) -> FileRecords:
+    # the TFLite export flattens a spatial input with a RESHAPE first
+    return FileRecords(weighted=1, bias_channels=info.out_shape[2], reshapes=int(info.in_shape[:2] != (1, 1)))
+
+
+@FILE_RECORDS.register(MaxPool, AvgPool, GlobalAvgPool, Add, Softmax)
+def _plain_records(info: LayerInfo) -> FileRecords:
+    return FileRecords()
+
+
+def _records(analysis: Analysis) -> list[FileRecords]:
+    return [FILE_RECORDS.handler(layer)(info) for layer, info in zip(analysis.model.layers, analysis.layers)]
+
+
 def _bias_count(analysis: Analysis) -> int:
-    return sum(info.out_shape[2] for info in analysis.layers if info.op in WEIGHTED_OPS)
+    return sum(r.bias_channels for r in _records(analysis))
 
 
 def model_bytes_formula(weights: int, channels: int, n_ops: int, n_weighted: int, n_reshapes: int = 0) -> int:
@@ -50,16 +85,15 @@ def model_bytes_formula(weights: int, channels: int, n_ops: int, n_weighted: int
     )
 
 
-def _reshape_count(analysis: Analysis) -> int:
-    """Dense layers on a spatial map: the TFLite export flattens them with a RESHAPE."""
-    return sum(1 for info in analysis.layers if info.op == "dense" and info.in_shape[:2] != (1, 1))
-
-
 def predict_model_bytes(analysis: Analysis) -> int:
-    channels = _bias_count(analysis)
-    n_weighted = sum(1 for info in analysis.layers if info.op in WEIGHTED_OPS)
+    records = _records(analysis)
+    channels = sum(r.bias_channels for r in records)
     return model_bytes_formula(
-        analysis.params - channels, channels, len(analysis.layers), n_weighted, _reshape_count(analysis)
+        analysis.params - channels,
+        channels,
+        sum(r.operators for r in records),
+        sum(r.weighted for r in records),
+        sum(r.reshapes for r in records),
     )
 
 

@@ -42,6 +42,7 @@ from edgeconv.core.ir import (
     MaxPool,
     Softmax,
 )
+from edgeconv.core.optable import OpTable
 from edgeconv.quant import int8_ops
 from edgeconv.quant.params import QuantParams, TensorQuant
 from edgeconv.quant.rounding import fma_f32, multiplier_double, quantize_multipliers
@@ -208,72 +209,90 @@ def _zp(tq: TensorQuant) -> int:
     return int(tq.zero_point[0])
 
 
+GOLDEN: OpTable = OpTable("int8 golden")
+
+
+def _quants(layer, qparams: QuantParams) -> tuple[list[TensorQuant], TensorQuant]:
+    """The quantization of the layer's inputs and of its output."""
+    acts = qparams.activations
+    return [acts[src] for src in layer.inputs], acts[layer.name]
+
+
 def run_layer(layer, info, args: list[np.ndarray], qparams: QuantParams, runtime: str) -> np.ndarray:
     """One IR layer on int8 NHWC inputs, as `runtime` computes it; returns int8 NHWC."""
-    name = layer.name
     family, kernel = variant(layer.op, runtime)
-    acts = qparams.activations
-    out_q = acts[name]
-    in_q = [acts[src] for src in layer.inputs]
+    return GOLDEN.handler(layer)(layer, info, args, qparams, runtime, family, kernel)
+
+
+@GOLDEN.register(Conv2d, DepthwiseConv2d)
+def _conv(layer, info, args, qparams: QuantParams, runtime: str, family: str, kernel: str) -> np.ndarray:
+    in_q, out_q = _quants(layer, qparams)
+    name = layer.name
     x = args[0]
-    if isinstance(layer, (Conv2d, DepthwiseConv2d)):
-        lo, hi = activation_range(layer.activation, out_q)
-        fn = int8_ops.conv2d if isinstance(layer, Conv2d) else int8_ops.depthwise_conv2d
-        return fn(
+    lo, hi = activation_range(layer.activation, out_q)
+    fn = int8_ops.conv2d if isinstance(layer, Conv2d) else int8_ops.depthwise_conv2d
+    return fn(
+        x,
+        _zp(in_q[0]),
+        qparams.q_weights[name],
+        qparams.q_biases[name],
+        (layer.stride[1], layer.stride[0]),
+        info.pads,
+        _scale(in_q[0]),
+        qparams.weights[name].scale_array(),
+        _scale(out_q),
+        _zp(out_q),
+        lo,
+        hi,
+        family,
+        kernel,
+    )
+
+
+@GOLDEN.register(MaxPool)
+def _max_pool(layer, info, args, qparams: QuantParams, runtime: str, family: str, kernel: str) -> np.ndarray:
+    x = args[0]
+    return int8_ops.max_pool(x, layer.pool[::-1], layer.stride[::-1], info.pads)
+
+
+@GOLDEN.register(AvgPool)
+def _avg_pool(layer, info, args, qparams: QuantParams, runtime: str, family: str, kernel: str) -> np.ndarray:
+    in_q, out_q = _quants(layer, qparams)
+    x = args[0]
+    if kernel == "ort":
+        return ort_avg_pool(
             x,
             _zp(in_q[0]),
-            qparams.q_weights[name],
-            qparams.q_biases[name],
-            (layer.stride[1], layer.stride[0]),
-            info.pads,
             _scale(in_q[0]),
-            qparams.weights[name].scale_array(),
             _scale(out_q),
             _zp(out_q),
-            lo,
-            hi,
-            family,
-            kernel,
+            layer.pool[::-1],
+            layer.stride[::-1],
+            info.pads,
         )
-    if isinstance(layer, MaxPool):
-        return int8_ops.max_pool(x, layer.pool[::-1], layer.stride[::-1], info.pads)
-    if isinstance(layer, AvgPool):
-        if kernel == "ort":
-            return ort_avg_pool(
-                x,
-                _zp(in_q[0]),
-                _scale(in_q[0]),
-                _scale(out_q),
-                _zp(out_q),
-                layer.pool[::-1],
-                layer.stride[::-1],
-                info.pads,
-            )
-        return int8_ops.avg_pool(x, layer.pool[::-1], layer.stride[::-1], info.pads, family=family)
-    if isinstance(layer, GlobalAvgPool):
-        if kernel == "ort":
-            return ort_global_avg_pool(x, _zp(in_q[0]), _scale(in_q[0]), _scale(out_q), _zp(out_q))
-        return int8_ops.mean(x, _zp(in_q[0]), _scale(in_q[0]), _scale(out_q), _zp(out_q), kernel=kernel, family=family)
-    if isinstance(layer, Dense):
-        lo, hi = activation_range(layer.activation, out_q)
-        if len(qparams.weights[name].scale) > 1:
-            family, kernel = PER_CHANNEL_FC.get(runtime, (family, kernel))
-        flat = np.asarray(x).reshape(x.shape[0], -1)  # NHWC flatten = H, W, C order
-        if kernel == "single_rounding":
-            y = fully_connected_single_rounding(
-                flat,
-                _zp(in_q[0]),
-                qparams.q_weights[name],
-                qparams.q_biases[name],
-                _scale(in_q[0]),
-                qparams.weights[name].scale_array(),
-                _scale(out_q),
-                _zp(out_q),
-                lo,
-                hi,
-            )
-            return y.reshape(x.shape[0], 1, 1, -1)
-        y = int8_ops.fully_connected(
+    return int8_ops.avg_pool(x, layer.pool[::-1], layer.stride[::-1], info.pads, family=family)
+
+
+@GOLDEN.register(GlobalAvgPool)
+def _global_avg_pool(layer, info, args, qparams: QuantParams, runtime: str, family: str, kernel: str) -> np.ndarray:
+    in_q, out_q = _quants(layer, qparams)
+    x = args[0]
+    if kernel == "ort":
+        return ort_global_avg_pool(x, _zp(in_q[0]), _scale(in_q[0]), _scale(out_q), _zp(out_q))
+    return int8_ops.mean(x, _zp(in_q[0]), _scale(in_q[0]), _scale(out_q), _zp(out_q), kernel=kernel, family=family)
+
+
+@GOLDEN.register(Dense)
+def _dense(layer, info, args, qparams: QuantParams, runtime: str, family: str, kernel: str) -> np.ndarray:
+    in_q, out_q = _quants(layer, qparams)
+    name = layer.name
+    x = args[0]
+    lo, hi = activation_range(layer.activation, out_q)
+    if len(qparams.weights[name].scale) > 1:
+        family, kernel = PER_CHANNEL_FC.get(runtime, (family, kernel))
+    flat = np.asarray(x).reshape(x.shape[0], -1)  # NHWC flatten = H, W, C order
+    if kernel == "single_rounding":
+        y = fully_connected_single_rounding(
             flat,
             _zp(in_q[0]),
             qparams.q_weights[name],
@@ -284,35 +303,56 @@ def run_layer(layer, info, args: list[np.ndarray], qparams: QuantParams, runtime
             _zp(out_q),
             lo,
             hi,
-            family,
-            kernel,
         )
         return y.reshape(x.shape[0], 1, 1, -1)
-    if isinstance(layer, Add):
-        lo, hi = activation_range(layer.activation, out_q)
-        a, b = args
-        if kernel == "ort":
-            return ort_add(
-                a, _zp(in_q[0]), _scale(in_q[0]), b, _zp(in_q[1]), _scale(in_q[1]), _scale(out_q), _zp(out_q), lo, hi
-            )
-        return int8_ops.add(
-            a,
-            _zp(in_q[0]),
-            _scale(in_q[0]),
-            b,
-            _zp(in_q[1]),
-            _scale(in_q[1]),
-            _scale(out_q),
-            _zp(out_q),
-            lo,
-            hi,
-            family=family,
+    y = int8_ops.fully_connected(
+        flat,
+        _zp(in_q[0]),
+        qparams.q_weights[name],
+        qparams.q_biases[name],
+        _scale(in_q[0]),
+        qparams.weights[name].scale_array(),
+        _scale(out_q),
+        _zp(out_q),
+        lo,
+        hi,
+        family,
+        kernel,
+    )
+    return y.reshape(x.shape[0], 1, 1, -1)
+
+
+@GOLDEN.register(Add)
+def _add(layer, info, args, qparams: QuantParams, runtime: str, family: str, kernel: str) -> np.ndarray:
+    in_q, out_q = _quants(layer, qparams)
+    lo, hi = activation_range(layer.activation, out_q)
+    a, b = args
+    if kernel == "ort":
+        return ort_add(
+            a, _zp(in_q[0]), _scale(in_q[0]), b, _zp(in_q[1]), _scale(in_q[1]), _scale(out_q), _zp(out_q), lo, hi
         )
-    if isinstance(layer, Softmax):
-        if kernel == "ort":
-            return ort_softmax(x, _scale(in_q[0]), _zp(out_q), _scale(out_q))
-        return int8_ops.softmax(x, _scale(in_q[0]), 1.0, kernel=kernel)
-    raise TypeError(f"golden: no int8 kernel for {type(layer).__name__} ({name})")
+    return int8_ops.add(
+        a,
+        _zp(in_q[0]),
+        _scale(in_q[0]),
+        b,
+        _zp(in_q[1]),
+        _scale(in_q[1]),
+        _scale(out_q),
+        _zp(out_q),
+        lo,
+        hi,
+        family=family,
+    )
+
+
+@GOLDEN.register(Softmax)
+def _softmax(layer, info, args, qparams: QuantParams, runtime: str, family: str, kernel: str) -> np.ndarray:
+    in_q, out_q = _quants(layer, qparams)
+    x = args[0]
+    if kernel == "ort":
+        return ort_softmax(x, _scale(in_q[0]), _zp(out_q), _scale(out_q))
+    return int8_ops.softmax(x, _scale(in_q[0]), 1.0, kernel=kernel)
 
 
 def run_int8(

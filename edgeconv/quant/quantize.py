@@ -39,7 +39,20 @@ import numpy as np
 
 from edgeconv.core.errors import InputError
 from edgeconv.core.graph import Analysis
-from edgeconv.core.ir import INPUT, Activation, AvgPool, Conv2d, Dense, DepthwiseConv2d, MaxPool, Softmax
+from edgeconv.core.ir import (
+    INPUT,
+    WEIGHTED_OPS,
+    Activation,
+    Add,
+    AvgPool,
+    Conv2d,
+    Dense,
+    DepthwiseConv2d,
+    GlobalAvgPool,
+    MaxPool,
+    Softmax,
+)
+from edgeconv.core.optable import OpTable
 from edgeconv.core.weights import Weights
 from edgeconv.quant.params import QuantParams, TensorQuant
 
@@ -125,14 +138,8 @@ def quantize(
     q_biases: dict[str, np.ndarray] = {}
     for layer in model.layers:
         name = layer.name
-        if isinstance(layer, (MaxPool, AvgPool)):
-            acts[name] = acts[layer.inputs[0]]
-        elif isinstance(layer, Softmax):
-            acts[name] = SOFTMAX_QUANT
-        else:
-            lo, hi = fold_activation(*range_of(name), getattr(layer, "activation", Activation.NONE))
-            acts[name] = activation_quant(lo, hi)
-        if isinstance(layer, (Conv2d, DepthwiseConv2d, Dense)):
+        acts[name] = OUTPUT_QUANT.handler(layer)(layer, acts, range_of)
+        if layer.op in WEIGHTED_OPS:
             w_q[name], q_weights[name] = weight_quant(weights[f"{name}.weight"], WEIGHT_AXIS[layer.op])
             s_in = acts[layer.inputs[0]].scale[0]
             b_q[name], q_biases[name] = bias_quant(weights[f"{name}.bias"], s_in, w_q[name])
@@ -144,6 +151,26 @@ def quantize(
         q_biases=q_biases,
         calibration=dict(method_info or {}),
     )
+
+
+OUTPUT_QUANT: OpTable = OpTable("quantization ranges")
+
+
+@OUTPUT_QUANT.register(MaxPool, AvgPool)
+def _same_as_input(layer, acts: dict[str, TensorQuant], range_of) -> TensorQuant:
+    # max and average pooling keep the input's scale and zero point (TFLite requires it)
+    return acts[layer.inputs[0]]
+
+
+@OUTPUT_QUANT.register(Softmax)
+def _softmax_quant(layer, acts: dict[str, TensorQuant], range_of) -> TensorQuant:
+    return SOFTMAX_QUANT
+
+
+@OUTPUT_QUANT.register(Conv2d, DepthwiseConv2d, Dense, GlobalAvgPool, Add)
+def _calibrated_quant(layer, acts: dict[str, TensorQuant], range_of) -> TensorQuant:
+    lo, hi = fold_activation(*range_of(layer.name), getattr(layer, "activation", Activation.NONE))
+    return activation_quant(lo, hi)
 
 
 def storage(tq: TensorQuant, dtype: str) -> tuple[np.dtype, int, int, int]:

@@ -7,7 +7,8 @@ CI logs, any width) and as a Markdown table (report.md), without a styling libra
 from __future__ import annotations
 
 from edgeconv.core.graph import Analysis, LayerInfo
-from edgeconv.core.ir import AvgPool, Conv2d, DepthwiseConv2d, MaxPool
+from edgeconv.core.ir import Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
+from edgeconv.core.optable import OpTable
 
 HEADERS = ("layer", "op", "input", "output", "window", "params", "MACs", "out bytes")
 
@@ -16,17 +17,33 @@ def shape_text(shape: tuple[int, int, int]) -> str:
     return "x".join(map(str, shape))
 
 
+WINDOW_TEXT: OpTable = OpTable("report rows")
+
+
 def _window(analysis: Analysis, info: LayerInfo) -> str:
     layer = analysis.model.layer(info.name)
-    if isinstance(layer, (Conv2d, DepthwiseConv2d)):
-        k, s, pad = layer.kernel, layer.stride, layer.padding
-    elif isinstance(layer, (MaxPool, AvgPool)):
-        k, s, pad = layer.pool, layer.stride, layer.padding
-    else:
-        return ""
+    return WINDOW_TEXT.handler(layer)(layer)
+
+
+def _window_text(kernel: tuple[int, int], stride: tuple[int, int], pad: str | int) -> str:
     pad_text = f"P={pad}" if isinstance(pad, int) else pad
-    stride = f"{s[0]}" if s[0] == s[1] else f"{s[0]}x{s[1]}"
-    return f"{k[0]}x{k[1]}/{stride} {pad_text}"
+    stride_text = f"{stride[0]}" if stride[0] == stride[1] else f"{stride[0]}x{stride[1]}"
+    return f"{kernel[0]}x{kernel[1]}/{stride_text} {pad_text}"
+
+
+@WINDOW_TEXT.register(Conv2d, DepthwiseConv2d)
+def _conv_window(layer: Conv2d | DepthwiseConv2d) -> str:
+    return _window_text(layer.kernel, layer.stride, layer.padding)
+
+
+@WINDOW_TEXT.register(MaxPool, AvgPool)
+def _pool_window(layer: MaxPool | AvgPool) -> str:
+    return _window_text(layer.pool, layer.stride, layer.padding)
+
+
+@WINDOW_TEXT.register(GlobalAvgPool, Dense, Add, Softmax)
+def _no_window(layer) -> str:
+    return ""
 
 
 def layer_rows(analysis: Analysis) -> list[tuple[str, ...]]:
