@@ -248,9 +248,8 @@ def sshd(tmp_path_factory):
             ]
         )
     )
-    proc = subprocess.Popen(
-        [sshd_bin, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "wb")
-    )
+    with open(d / "sshd.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
@@ -481,5 +480,5 @@ def test_unlisted_file_refused(tmp_path, arm_bundle):
     bad.write_bytes(tar_gz(files))
     folder = tmp_path / "ext"
     folder.mkdir()
-    with pytest.raises(InputError, match="extra.py is not listed"):
+    with pytest.raises(InputError, match=r"extra\.py is not listed"):
         open_bundle(bad, folder)

@@ -183,7 +183,7 @@ def test_npz_with_several_arrays(resnet8, tmp_path):
     analysis, _ = resnet8
     x = cal.synthetic_calibration_set(analysis, N_CALIB, seed=0)
     np.savez(tmp_path / "two.npz", input=x, labels=np.zeros(8))
-    with pytest.raises(InputError, match="expected one array, or one per model input .*got 2 arrays: input, labels"):
+    with pytest.raises(InputError, match=r"expected one array, or one per model input .*got 2 arrays: input, labels"):
         cal.load_calibration(tmp_path / "two.npz", analysis)
 
 
@@ -195,7 +195,7 @@ def test_unreadable_files(resnet8, tmp_path):
     with pytest.raises(InputError, match=r"expected a \.npy or \.npz file, got '\.csv'"):
         cal.load_calibration(tmp_path / "x.csv", analysis)
     (tmp_path / "broken.npz").write_bytes(b"not a zip")
-    with pytest.raises(InputError, match="could not read it as .npz"):
+    with pytest.raises(InputError, match=r"could not read it as \.npz"):
         cal.load_calibration(tmp_path / "broken.npz", analysis)
 
 

@@ -245,7 +245,7 @@ def test_calibration_from_a_file_is_recorded_in_quant_json(tmp_path, method):
         "input",
         *[layer["name"] for layer in json.loads((tmp_path / "o" / "plan.json").read_text())["model"]["layers"]],
     }
-    for name, tq in quant["weights"].items():
+    for _name, tq in quant["weights"].items():
         assert tq["zero_point"] == [0] * len(tq["scale"]) and tq["dtype"] == "int8"
 
 

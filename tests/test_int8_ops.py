@@ -90,7 +90,7 @@ def _act_range(activation, s_out, zp_out):
     if activation == "RELU":
         return max(-128, zp_out), 127
     if activation == "RELU6":
-        return max(-128, zp_out), min(127, zp_out + int(round(6.0 / np.float32(s_out))))
+        return max(-128, zp_out), min(127, zp_out + round(6.0 / np.float32(s_out)))
     return -128, 127
 
 
@@ -502,7 +502,7 @@ def test_add_ort_exhaustive():
     """ONNX Runtime's fused QLinearAdd (MLAS, FMA chain) on all 65536 uint8 pairs and on short
     tensors (vector tails, one element)."""
     ort = pytest.importorskip("onnxruntime")
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     from edgeconv.quant.golden import ort_add

@@ -86,7 +86,7 @@ def test_layout_and_tensor_names(case):
         assert [o.name for o in g.output] == [analysis.model.output]
         assert g.output[0].type.tensor_type.elem_type == elem[dtype]
         produced = {n.output[0]: n for n in g.node}
-        assert g.node[0].op_type == "DequantizeLinear" and list(g.node[0].input)[0] == INPUT
+        assert g.node[0].op_type == "DequantizeLinear" and next(iter(g.node[0].input)) == INPUT
         for layer in analysis.model.layers:
             assert produced[layer.name].op_type == "QuantizeLinear", layer.name  # "L" is the quantized output
         inits = {i.name: i for i in g.initializer}
@@ -187,7 +187,7 @@ def test_quantize_input_matches_onnx_quantizelinear(case):
 
 
 def test_reexport_is_byte_identical(case):
-    analysis, weights, qp, models = case
+    analysis, weights, _qp, models = case
     result = cal.calibrate(analysis, weights, cal.synthetic_calibration_set(analysis, 8, seed=0))
     qp2 = quantize(analysis, weights, result.ranges, result.info)
     for dtype, model in models.items():

@@ -3,6 +3,7 @@ deliberately broken artifact."""
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,7 +113,7 @@ def test_cli_pass_writes_json_markdown_and_junit(resnet8, tmp_path):
 def test_cli_failure_exits_1_with_junit_failures(resnet8, tmp_path):
     pytest.importorskip("ai_edge_litert")
     profile = tmp_path / "strict.toml"
-    text = open(load_target("arm").source).read()
+    text = Path(load_target("arm").source).read_text()
     profile.write_text(
         text.replace('name = "arm"', 'name = "strict"').replace("min_sqnr_db = 25.0", "min_sqnr_db = 60.0")
     )
@@ -127,7 +128,7 @@ def test_cli_failure_exits_1_with_junit_failures(resnet8, tmp_path):
 
 def test_missing_runtime_exits_2_naming_the_package(resnet8, tmp_path):
     profile = tmp_path / "ghost.toml"
-    text = open(load_target("cpu").source).read()
+    text = Path(load_target("cpu").source).read_text()
     profile.write_text(
         text.replace('name = "cpu"', 'name = "ghost"')
         .replace('packages = ["onnxruntime"]', 'packages = ["ghost-runtime"]')

@@ -85,7 +85,7 @@ def test_unknown_input_reference():
 def test_missing_and_malformed_recipe_files(tmp_path):
     with pytest.raises(InputError, match="not found"):
         load_recipe(str(tmp_path / "nope.toml"))
-    with pytest.raises(InputError, match="expected a .toml path or one of"):
+    with pytest.raises(InputError, match=r"expected a \.toml path or one of"):
         load_recipe("no_such_recipe")
     bad = tmp_path / "bad.toml"
     bad.write_text("name = [unclosed\n")

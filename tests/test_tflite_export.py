@@ -164,9 +164,8 @@ def test_ops_and_padding_choice(case):
     analysis, _, _, model, float_model = case
     expected = []
     for layer, info in zip(analysis.model.layers, analysis.layers):
-        if layer.op in ("conv2d", "depthwise_conv2d"):
-            if tflite_padding(info, layer.kernel, layer.stride) == "PAD":
-                expected.append("PAD")
+        if layer.op in ("conv2d", "depthwise_conv2d") and tflite_padding(info, layer.kernel, layer.stride) == "PAD":
+            expected.append("PAD")
         if layer.op == "dense" and info.in_shape[0] * info.in_shape[1] > 1:
             expected.append("RESHAPE")
         expected.append(golden.TFLITE_OP[layer.op])
@@ -187,7 +186,7 @@ def test_vgg_explicit_padding_one_is_same():
 
 
 def test_reexport_is_byte_identical(case):
-    analysis, weights, _, model, float_model = case
+    analysis, _weights, _, model, float_model = case
     qp2 = _quantized(analysis, init_weights(analysis, seed=0))
     assert build_int8_tflite(analysis, qp2) == model
     assert build_float_tflite(analysis, init_weights(analysis, seed=0)) == float_model

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Union
 
 INPUT = "input"
 
@@ -109,7 +108,7 @@ class Softmax:
     op = "softmax"
 
 
-Layer = Union[Conv2d, DepthwiseConv2d, MaxPool, AvgPool, GlobalAvgPool, Dense, Add, Softmax]
+Layer = Conv2d | DepthwiseConv2d | MaxPool | AvgPool | GlobalAvgPool | Dense | Add | Softmax
 LAYER_TYPES: dict[str, type] = {
     cls.op: cls for cls in (Conv2d, DepthwiseConv2d, MaxPool, AvgPool, GlobalAvgPool, Dense, Add, Softmax)
 }

@@ -168,7 +168,7 @@ def greedy_plan(sizes: dict[str, int], life: dict[str, tuple[int, int]]) -> int:
     high = 0
     for name in order:
         size, (first, last) = _align(sizes[name]), life[name]
-        overlapping = sorted((o, s) for o, s, f, l in placed if f <= last and first <= l)
+        overlapping = sorted((o, s) for o, s, f, end in placed if f <= last and first <= end)
         offset = 0
         for o, s in overlapping:
             if offset + size <= o:
