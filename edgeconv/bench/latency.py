@@ -97,3 +97,19 @@ def _predicted_ram(build: BuiltModel, target: Target) -> int:
 
         return predict_arena_bytes(build.analysis)
     return estimate(build.analysis).peak_ram_bytes
+
+
+def interleaved_timings(
+    runners: dict[str, Callable[[], object]], repeat: int, warmup: int
+) -> dict[str, tuple[float, float]]:
+    """(median, p90) in ms per runner; the runners take turns so drift hits all of them alike."""
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeat):
+        for name, fn in runners.items():
+            start = time.perf_counter_ns()
+            fn()
+            times[name].append((time.perf_counter_ns() - start) / 1e6)
+    return {name: (statistics.median(t), float(np.percentile(t, 90))) for name, t in times.items()}
