@@ -7,7 +7,7 @@ file itself is the artifact under test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeconv.core.ir import Model
@@ -26,3 +26,7 @@ class ImportedModel:
     # .onnx): the build folder holds it byte for byte instead of a re-export
     original_artifact: bytes | None = None
     notes: tuple[str, ...] = ()  # what canonicalization did (BN folded, transposes removed, ...)
+    # IR layer name -> the tensor holding that layer's output in the user's file (the file's
+    # names are kept there; IR names are short and clean): how per-layer checks find a layer
+    # in `original_artifact`. Empty when the names are the same.
+    tensor_names: dict[str, str] = field(default_factory=dict)
