@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edgeconv.artifacts.build import BuildRequest, run_build
-from edgeconv.artifacts.folder import load_build, to_int8_convention
+from edgeconv.artifacts.folder import load_build, reseal_build_folder, to_int8_convention
 from edgeconv.backends import get_backend
 from edgeconv.core.errors import InputError
 from edgeconv.core.ir import INPUT
@@ -151,6 +151,7 @@ def test_npu_rejected_op_is_an_error_naming_it(npu, builds, tmp_path):
         if node.op_type == "Softmax":
             node.op_type = "Hardmax"  # same signature; QNN HTP has no Hardmax
     onnx.save(model, str(folder / "model.int8.onnx"))
+    reseal_build_folder(folder)  # a deliberate edit: keep the folder loadable (manifest.json)
     build = load_build(folder)
     with pytest.raises(InputError, match=r"rejects node 'softmax' \(Hardmax\)") as err:
         npu.run(build, _inputs(build, "uint8"))

@@ -28,7 +28,6 @@ from click.testing import CliRunner
 from edgeconv.cli.device import bundle as bundle_cmd
 from edgeconv.cli.device import validate as validate_cmd
 from edgeconv.core.errors import CheckFailed, InputError, MissingRuntime, UsageError
-from edgeconv.device import bundle as bundle_mod
 from edgeconv.device.bundle import make_bundle, open_bundle, safe_extract, tar_gz
 from edgeconv.device.validate import SshOptions, find_qemu, parse_device, validate
 
@@ -182,18 +181,16 @@ def test_validate_cli_outputs(arm_bundle, tmp_path):
     assert junit.read_text().startswith("<?xml")
 
 
-def test_failed_verdict_is_check_failed(build_dir, tmp_path):
-    """A bundle whose tolerance cannot be met exits 1 (CheckFailed), not 2."""
-    files = _members_from_build(build_dir)
-    tol = json.loads(files["tolerance.json"])
-    tol["min_sqnr_db"] = 1000.0
-    files["tolerance.json"] = json.dumps(tol).encode()
-    manifest = json.loads(files["manifest.json"])
-    manifest["files"]["tolerance.json"] = bundle_mod.sha256_bytes(files["tolerance.json"])
-    files["manifest.json"] = json.dumps(manifest).encode()
-    path = tmp_path / "strict.tar.gz"
-    path.write_bytes(tar_gz(files))
-    result = CliRunner().invoke(validate_cmd, [str(path), "--device", "local"], standalone_mode=False)
+def test_failed_verdict_is_check_failed(arm_bundle, tmp_path):
+    """A profile whose tolerance the bundle cannot meet exits 1 (CheckFailed), not 2: the
+    verdict uses the installed profile given with --target, never the bundle's tolerance.json."""
+    profile = tmp_path / "strict_arm.toml"
+    profile.write_text(
+        (REPO / "targets" / "arm.toml").read_text().replace("min_sqnr_db = 15.0", "min_sqnr_db = 1000.0")
+    )
+    result = CliRunner().invoke(
+        validate_cmd, [str(arm_bundle), "--device", "local", "--target", str(profile)], standalone_mode=False
+    )
     assert isinstance(result.exception, CheckFailed) and result.exception.exit_code == 1
     assert "sqnr_vs_float" in str(result.exception)
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeconv.artifacts.build import BuildRequest, run_build
-from edgeconv.artifacts.folder import load_build
+from edgeconv.artifacts.folder import load_build, reseal_build_folder
 from edgeconv.cli import cli
 from edgeconv.core import reference
 from edgeconv.parity.run import check_target, parity_inputs
@@ -73,6 +73,7 @@ def test_fault_in_one_layer_of_the_artifact_is_named(resnet8, tmp_path, target_n
         _break_onnx(broken / "model.int8.onnx", f"{FAULTY_LAYER}.weight")
     else:
         _break_tflite(broken / "model.int8.tflite", f"{FAULTY_LAYER}.weight")
+    reseal_build_folder(broken)  # a deliberate edit: keep the folder loadable (manifest.json)
     build = load_build(broken)
     x = parity_inputs(build.analysis, 4, 0)
     float_out = reference.run(build.analysis, build.weights, x)[build.analysis.model.output]

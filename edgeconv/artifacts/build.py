@@ -7,13 +7,15 @@ leaves no half-written output.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeconv import __version__
+from edgeconv.artifacts.folder import write_build_folder
 from edgeconv.core.errors import CheckFailed
 from edgeconv.core.graph import Analysis, analyze
-from edgeconv.core.io import json_bytes, npz_bytes, write_files_atomic
+from edgeconv.core.io import json_bytes, npz_bytes
 from edgeconv.core.ir import InputSpec, Model
 from edgeconv.core.weights import Weights, init_weights, load_weights
 from edgeconv.plan.memory import MemoryEstimate, estimate
@@ -96,6 +98,13 @@ class BuildResult:
 
 def _ratio(used: int, limit: int | None) -> float | None:
     return None if not limit else round(used / limit, 4)
+
+
+def default_out_dir(model_name: str) -> Path:
+    """edgeconv-out/<model name>, the name reduced to letters, digits, '.', '_' and '-' (so
+    an absolute name or '../..' in a recipe cannot leave edgeconv-out/)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(model_name)).strip("._-")[:64] or "model"
+    return Path("edgeconv-out") / safe
 
 
 def resolve_budgets(req: BuildRequest) -> Budgets:
@@ -270,7 +279,7 @@ def run_build(req: BuildRequest, progress=None) -> BuildResult:
         weights = init_weights(analysis, req.seed)
         weights_source = f"He-normal initialization, seed {req.seed}"
 
-    out_dir = Path(req.out) if req.out else Path("edgeconv-out") / model.name
+    out_dir = Path(req.out) if req.out else default_out_dir(model.name)
     result = BuildResult(model, analysis, memory, budgets, out_dir, weights, weights_source, the_plan)
     result.failures += _check_target_support(analysis, req.target)
     if memory.model_bytes > budgets.model_bytes:
@@ -342,7 +351,7 @@ def run_build(req: BuildRequest, progress=None) -> BuildResult:
     }
     result.files["plan.json"] = json_bytes(plan_doc)
     result.files["report.md"] = report_markdown(result).encode("utf-8")
-    write_files_atomic(out_dir, result.files)
+    write_build_folder(out_dir, result.files)
     return result
 
 

@@ -119,3 +119,40 @@ def check_input(build: BuiltModel, x_q: np.ndarray, dtype: str) -> np.ndarray:
     if x_q.dtype != np.dtype(dtype):
         raise UsageError(f"input: expected quantized {dtype} values for this target, got {x_q.dtype}")
     return x_q
+
+
+def check_artifact_loads(build: BuiltModel, target: Target) -> None:
+    """Refuse an artifact that its runtime cannot load and run (before it is packed into a
+    bundle): one zero-point sample through the target's backend. When the runtime is not
+    installed here, the file's own structure is checked instead (flatbuffer / ONNX checker)."""
+    from edgeconv.core.errors import InputError
+    from edgeconv.quant.quantize import quantize_input
+
+    path = build.artifact(target.artifact)  # also checks manifest.json's hash
+    backend = get_backend(target)
+    if backend.unavailable() is None:
+        from edgeconv.parity.run import target_dtype
+
+        m = build.analysis.model.input
+        x = np.zeros((1, m.height, m.width, m.channels), np.float32)
+        try:
+            backend.run(build, quantize_input(x, build.qparams.activations[INPUT], target_dtype(build, target)))
+        except (InputError, UsageError) as err:
+            raise InputError(f"{path}: does not run on {target.name} ({first_line(err)}); rebuild it") from None
+        return
+    data = path.read_bytes()
+    try:
+        if path.suffix == ".tflite":
+            from ai_edge_litert import schema_py_generated as fb
+
+            if len(data) < 8 or data[4:8] != b"TFL3":
+                raise ValueError("no TFL3 file identifier")
+            fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
+        else:
+            import onnx
+
+            onnx.checker.check_model(onnx.load_model_from_string(data))
+    except ImportError:
+        return
+    except Exception as err:  # a corrupt file raises anything from the parsers
+        raise InputError(f"{path}: not a loadable {path.suffix} file ({first_line(err)}); rebuild it") from None

@@ -4,6 +4,7 @@ so that `edgeconv --help` starts fast."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -20,6 +21,7 @@ class _Cli(click.Group):
         args = list(sys.argv[1:] if args is None else args)
         if not args:
             args = ["--help"]
+        _cleanup_on_signals()
         try:
             super().main(args=args, prog_name=prog_name or "edgeconv", standalone_mode=False, **extra)
         except EdgeconvError as err:
@@ -32,6 +34,8 @@ class _Cli(click.Group):
             _fail(err.format_message().replace("\n", " ") + hint, 2)
         except click.exceptions.Abort:
             _fail("interrupted", 130)
+        except _Terminated as err:
+            _fail(f"interrupted by {err.name}; no output was left half-written", 128 + err.signum)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except click.exceptions.Exit as err:
@@ -41,6 +45,31 @@ class _Cli(click.Group):
                 raise
             _fail(f"internal error: {type(err).__name__}: {err} (set EDGECONV_DEBUG=1 for the traceback)", 3)
         sys.exit(0)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM / SIGHUP, raised like Ctrl-C so every `finally` and `except BaseException`
+    that removes temporary files runs (the atomic writers in core/io.py)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated(signum)
+
+
+def _cleanup_on_signals() -> None:
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread (CliRunner in a thread)
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _raise_terminated)
 
 
 def _fail(message: str, code: int) -> None:

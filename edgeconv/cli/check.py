@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from edgeconv.cli.common import emit_json, float_inputs, targets_option
+from edgeconv.cli.common import INT, check_sample_count, check_seed, emit_json, float_inputs, targets_option
 from edgeconv.core.errors import UsageError
 
 
@@ -34,11 +34,13 @@ def run(folder, target, input_path, output_path, as_json):
 
     from edgeconv.artifacts.folder import load_build, to_int8_convention
     from edgeconv.backends import get_backend, require
-    from edgeconv.core.io import write_bytes_atomic
+    from edgeconv.core.io import check_output_path, write_bytes_atomic
     from edgeconv.parity.run import target_dtype
     from edgeconv.plan.targets import load_target
     from edgeconv.quant.quantize import dequantize, quantize_input
 
+    if output_path:
+        check_output_path(Path(output_path), "--output")
     build = load_build(folder)
     tgt = load_target(target)
     backend = require(get_backend(tgt))
@@ -52,7 +54,7 @@ def run(folder, target, input_path, output_path, as_json):
 
         buffer = _io.BytesIO()
         np.save(buffer, y.astype(np.float32))
-        write_bytes_atomic(Path(output_path), buffer.getvalue())
+        write_bytes_atomic(Path(output_path), buffer.getvalue(), "--output")
     doc = {
         "target": tgt.name,
         "samples": len(x),
@@ -80,8 +82,8 @@ def run(folder, target, input_path, output_path, as_json):
     metavar="X.npz",
     help="Float32 inputs (N x H x W x C). Default: a seeded synthetic set, distinct from the calibration samples.",
 )
-@click.option("--samples", type=int, default=32, show_default=True, help="Size of the synthetic input set.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic inputs.")
+@click.option("--samples", type=INT, default=32, show_default=True, help="Size of the synthetic input set.")
+@click.option("--seed", type=INT, default=0, show_default=True, help="Seed of the synthetic inputs.")
 @click.option("--per-layer", is_flag=True, help="Compare every layer, not only when a target fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--md", "md_path", metavar="FILE", help="Write a Markdown summary.")
@@ -95,10 +97,15 @@ def parity(folder, target_list, inputs_path, samples, seed, per_layer, as_json, 
 
     from edgeconv.artifacts.folder import load_build
     from edgeconv.core.errors import CheckFailed
-    from edgeconv.core.io import write_bytes_atomic
+    from edgeconv.core.io import check_output_path, write_bytes_atomic
     from edgeconv.parity.report import to_json, to_junit, to_markdown, to_text
     from edgeconv.parity.run import comparison_inputs, run_parity
 
+    check_sample_count(samples, "--samples")
+    check_seed(seed)
+    for path, what in ((md_path, "--md"), (junit_path, "--junit")):
+        if path:
+            check_output_path(Path(path), what)
     build = load_build(folder)
     targets_ = targets_option(target_list)
     x, source = comparison_inputs(build, inputs_path, samples, seed)
@@ -106,9 +113,9 @@ def parity(folder, target_list, inputs_path, samples, seed, per_layer, as_json, 
         build, targets_, x, source, per_layer, progress=None if as_json else lambda msg: click.echo(msg, err=True)
     )
     if md_path:
-        write_bytes_atomic(Path(md_path), to_markdown(report).encode("utf-8"))
+        write_bytes_atomic(Path(md_path), to_markdown(report).encode("utf-8"), "--md")
     if junit_path:
-        write_bytes_atomic(Path(junit_path), to_junit(report))
+        write_bytes_atomic(Path(junit_path), to_junit(report), "--junit")
     if as_json:
         emit_json(to_json(report))
     else:
@@ -121,8 +128,8 @@ def parity(folder, target_list, inputs_path, samples, seed, per_layer, as_json, 
 @click.command()
 @click.argument("folder", metavar="DIR")
 @click.option("--targets", "target_list", default="cpu,arm,npu,mcu", show_default=True, help="Comma-separated targets.")
-@click.option("--repeat", type=int, default=50, show_default=True, help="Timed runs per model and target.")
-@click.option("--warmup", type=int, default=5, show_default=True, help="Untimed runs first.")
+@click.option("--repeat", type=INT, default=50, show_default=True, help="Timed runs per model and target.")
+@click.option("--warmup", type=INT, default=5, show_default=True, help="Untimed runs first.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def bench(folder, target_list, repeat, warmup, as_json):
     """Latency (median, p90) per target, int8 vs float, model bytes, RAM and MAC/s."""
@@ -131,8 +138,10 @@ def bench(folder, target_list, repeat, warmup, as_json):
     from edgeconv.artifacts.folder import load_build
     from edgeconv.bench.latency import bench_target
 
-    if repeat < 1 or warmup < 0:
-        raise UsageError(f"--repeat/--warmup: expected repeat >= 1 and warmup >= 0, got {repeat}/{warmup}")
+    if not 1 <= repeat <= 1_000_000 or not 0 <= warmup <= 1_000_000:
+        raise UsageError(
+            f"--repeat/--warmup: expected repeat 1 to 1,000,000 and warmup 0 to 1,000,000, got {repeat}/{warmup}"
+        )
     build = load_build(folder)
     targets_ = targets_option(target_list)
     rows = []

@@ -11,6 +11,8 @@ import json
 
 import click
 
+from edgeconv.cli.common import FLOAT, INT, check_sample_count, check_seed
+
 
 @click.command()
 @click.argument("folder", metavar="DIR")
@@ -23,10 +25,16 @@ import click
     help="Float32 inputs (N x H x W x C). "
     "Default: parity's seeded synthetic set, distinct from the calibration samples.",
 )
-@click.option("--samples", type=int, default=32, show_default=True, help="Size of the synthetic input set.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic inputs.")
+@click.option("--samples", type=INT, default=32, show_default=True, help="Size of the synthetic input set.")
+@click.option("--seed", type=INT, default=0, show_default=True, help="Seed of the synthetic inputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (the manifest's summary).")
-def bundle(folder, target, output_path, inputs_path, samples, seed, as_json):
+@click.option(
+    "--sign",
+    "sign_key",
+    metavar="KEY.pem",
+    help="Sign the manifest with this Ed25519 private key (openssl genpkey -algorithm ed25519 -out KEY.pem).",
+)
+def bundle(folder, target, output_path, inputs_path, samples, seed, as_json, sign_key):
     """Write a self-contained on-device validation bundle (.tar.gz).
 
     It holds the target's artifact, the quantized inputs, the float reference and the int8
@@ -37,17 +45,25 @@ def bundle(folder, target, output_path, inputs_path, samples, seed, as_json):
     from pathlib import Path
 
     from edgeconv.artifacts.folder import load_build
-    from edgeconv.core.io import write_bytes_atomic
-    from edgeconv.device.bundle import MANIFEST, bundle_files, tar_gz
+    from edgeconv.backends import check_artifact_loads
+    from edgeconv.core.io import check_output_path, write_bytes_atomic
+    from edgeconv.device.bundle import MANIFEST, SIGNATURE, bundle_files, load_signing_key, signature_bytes, tar_gz
     from edgeconv.parity.run import comparison_inputs
     from edgeconv.plan.targets import load_target
 
+    check_output_path(Path(output_path), "-o/--output")
+    key = load_signing_key(sign_key) if sign_key else None
+    check_sample_count(samples, "--samples")
+    check_seed(seed)
     build = load_build(folder)
     tgt = load_target(target)
+    check_artifact_loads(build, tgt)  # a corrupt artifact is refused here, not on the device
     x, source = comparison_inputs(build, inputs_path, samples, seed, min_synthetic=1)
     files = bundle_files(build, tgt, x, source)
+    if key is not None:
+        files[SIGNATURE] = signature_bytes(files[MANIFEST], key)
     data = tar_gz(files)
-    write_bytes_atomic(Path(output_path), data)
+    write_bytes_atomic(Path(output_path), data, "-o/--output")
     manifest = json.loads(files[MANIFEST])
     if as_json:
         click.echo(
@@ -58,6 +74,7 @@ def bundle(folder, target, output_path, inputs_path, samples, seed, as_json):
                     "model": manifest["model"],
                     "target": tgt.name,
                     "samples": len(x),
+                    "signed": key is not None,
                     "files": manifest["files"],
                 },
                 indent=2,
@@ -68,6 +85,8 @@ def bundle(folder, target, output_path, inputs_path, samples, seed, as_json):
     for name, digest in manifest["files"].items():
         click.echo(f"  {name:<28} {len(files[name]):>10,} B  sha256 {digest[:16]}")
     click.echo(f"  {MANIFEST:<28} {len(files[MANIFEST]):>10,} B")
+    if key is not None:
+        click.echo(f"  {SIGNATURE:<28} {len(files[SIGNATURE]):>10,} B  Ed25519 signature of {MANIFEST}")
 
 
 @click.command()
@@ -75,8 +94,8 @@ def bundle(folder, target, output_path, inputs_path, samples, seed, as_json):
 @click.option("--device", required=True, metavar="D", help="local | ssh://user@host[:port] | qemu-aarch64")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--junit", "junit_path", metavar="FILE", help="Write JUnit XML (one test case per check).")
-@click.option("--timeout", type=float, default=600.0, show_default=True, help="Run timeout in seconds.")
-@click.option("--connect-timeout", type=int, default=10, show_default=True, help="ssh connection timeout (s).")
+@click.option("--timeout", type=FLOAT, default=600.0, show_default=True, help="Run timeout in seconds.")
+@click.option("--connect-timeout", type=INT, default=10, show_default=True, help="ssh connection timeout (s).")
 @click.option("--identity", metavar="FILE", help="ssh private key (default: $EDGECONV_SSH_IDENTITY, else ssh's own).")
 @click.option(
     "--known-hosts",
@@ -89,7 +108,31 @@ def bundle(folder, target, output_path, inputs_path, samples, seed, as_json):
     metavar="EXE",
     help="Python on the device (default: $EDGECONV_DEVICE_PYTHON, else python3 over ssh, this interpreter for local).",
 )
-def validate(bundle_path, device, as_json, junit_path, timeout, connect_timeout, identity, known_hosts, python):
+@click.option(
+    "--target",
+    "target",
+    metavar="PROFILE",
+    help="The target profile whose tolerance and runtime options apply (default: the built-in profile the bundle names).",
+)
+@click.option(
+    "--verify",
+    "verify_key",
+    metavar="KEY.pub.pem",
+    help="Refuse the bundle unless its manifest carries a valid Ed25519 signature by this public key.",
+)
+def validate(
+    bundle_path,
+    device,
+    as_json,
+    junit_path,
+    timeout,
+    connect_timeout,
+    identity,
+    known_hosts,
+    python,
+    target,
+    verify_key,
+):
     """Run a bundle on a device and apply parity's checks to its outputs.
 
     local runs runner.py in a subprocess; ssh:// copies the bundle with scp and runs it with
@@ -99,18 +142,19 @@ def validate(bundle_path, device, as_json, junit_path, timeout, connect_timeout,
     """
     from pathlib import Path
 
-    from edgeconv.core.errors import CheckFailed, UsageError
-    from edgeconv.core.io import write_bytes_atomic
-    from edgeconv.device.validate import SshOptions, parse_device
+    from edgeconv.core.errors import CheckFailed
+    from edgeconv.core.io import check_output_path, write_bytes_atomic
+    from edgeconv.device.validate import SshOptions, check_timeouts, parse_device
     from edgeconv.device.validate import validate as run_validate
 
     dev = parse_device(device)
-    if connect_timeout < 1:
-        raise UsageError(f"--connect-timeout: expected a positive number of seconds, got {connect_timeout}")
-    ssh = SshOptions.from_env(connect_timeout, identity, known_hosts, python)
-    report = run_validate(bundle_path, dev, timeout, ssh, python)
+    check_timeouts(timeout, connect_timeout)
     if junit_path:
-        write_bytes_atomic(Path(junit_path), report.to_junit())
+        check_output_path(Path(junit_path), "--junit")
+    ssh = SshOptions.from_env(connect_timeout, identity, known_hosts, python)
+    report = run_validate(bundle_path, dev, timeout, ssh, python, target, verify_key)
+    if junit_path:
+        write_bytes_atomic(Path(junit_path), report.to_junit(), "--junit")
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgeconv.cli.common import emit_json, padding_option, pair_option
+from edgeconv.cli.common import FLOAT, INT, check_sample_count, check_seed, emit_json, padding_option, pair_option
 from edgeconv.core.errors import UsageError
 
 
@@ -17,7 +17,7 @@ from edgeconv.core.errors import UsageError
     show_default=True,
     help="Layer type.",
 )
-@click.option("--filters", type=int, help="Number of filters K (conv2d).")
+@click.option("--filters", type=INT, help="Number of filters K (conv2d).")
 @click.option("--kernel", default="3", show_default=True, metavar="F|FwxFh", help="Filter (or pool window) size.")
 @click.option("--stride", default="1", show_default=True, metavar="S|SwxSh", help="Stride.")
 @click.option("--pad", default="0", show_default=True, metavar="same|valid|P", help="Zero padding.")
@@ -52,9 +52,9 @@ def layer(input_shape, op, filters, kernel, stride, pad, as_json):
     help="Model-size budget (int8 model bytes), e.g. 1MB. Default: the target's flash, else 1MB.",
 )
 @click.option("--ram", metavar="SIZE", help="Peak activation RAM budget. Default: the target's RAM, else 256KB.")
-@click.option("--macs", type=int, help="Limit on multiply-accumulates per inference. Default: the target's, else none.")
+@click.option("--macs", type=INT, help="Limit on multiply-accumulates per inference. Default: the target's, else none.")
 @click.option("--input", "input_shape", default="32x32x3", show_default=True, metavar="WxHxC", help="Input volume.")
-@click.option("--classes", type=int, default=10, show_default=True, help="Number of classes.")
+@click.option("--classes", type=INT, default=10, show_default=True, help="Number of classes.")
 @click.option("--target", help="Target name (see 'edgeconv targets') or a profile .toml.")
 @click.option("--recipe", help="Build a fixed topology from models/ (name or .toml path) instead of planning.")
 @click.option("--weights", "weights_path", metavar="FILE.npz", help="Weights keyed '<layer>.weight' / '<layer>.bias'.")
@@ -73,12 +73,12 @@ def layer(input_shape, op, filters, kernel, stride, pad, as_json):
     help="How activation ranges are chosen from the calibration outputs.",
 )
 @click.option(
-    "--percentile", type=float, default=99.99, show_default=True, help="Tail cut of --calib-method percentile."
+    "--percentile", type=FLOAT, default=99.99, show_default=True, help="Tail cut of --calib-method percentile."
 )
-@click.option("--calib-samples", type=int, default=64, show_default=True, help="Size of the synthetic calibration set.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights and synthetic data.")
+@click.option("--calib-samples", type=INT, default=64, show_default=True, help="Size of the synthetic calibration set.")
+@click.option("--seed", type=INT, default=0, show_default=True, help="Seed of the weights and synthetic data.")
 @click.option("--out", metavar="DIR", help="Output folder. Default: edgeconv-out/<model name>.")
-@click.option("--top", type=int, default=0, show_default=True, help="Also show the N runners-up of the plan.")
+@click.option("--top", type=INT, default=0, show_default=True, help="Also show the N runners-up of the plan.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (the plan summary).")
 def build(
     budget,
@@ -110,13 +110,19 @@ def build(
         raise UsageError(f"--macs: expected a positive MAC count, got {macs}")
     if top < 0:
         raise UsageError(f"--top: expected N >= 0, got {top}")
-    if calib_samples < 8:
-        raise UsageError(f"--calib-samples: expected at least 8 samples, got {calib_samples}")
+    check_sample_count(calib_samples, "--calib-samples", minimum=8)
+    check_seed(seed)
+    if not 0 < percentile <= 100:
+        raise UsageError(f"--percentile: expected a number above 0 and at most 100, got {percentile}")
+    if budget is not None and not budget.strip():
+        raise UsageError("--budget: expected a size like 1MB, 256KB, 64KiB or 4096B, got ''")
+    if ram is not None and not ram.strip():
+        raise UsageError("--ram: expected a size like 256KB, 64KiB or 4096B, got ''")
     if recipe and (input_shape != "32x32x3" or classes != 10):
         raise UsageError("--recipe fixes the input and classes; drop --input/--classes or drop --recipe")
     req = BuildRequest(
-        budget=parse_size(budget, "--budget") if budget else None,
-        ram=parse_size(ram, "--ram") if ram else None,
+        budget=parse_size(budget, "--budget") if budget is not None else None,
+        ram=parse_size(ram, "--ram") if ram is not None else None,
         macs=macs,
         input_spec=InputSpec(*parse_shape(input_shape)),
         classes=classes,

@@ -58,8 +58,11 @@ class Analysis:
 
 def _window(layer_name: str, shape: Shape, kernel, stride, padding) -> tuple[int, int, tuple[int, int, int, int]]:
     w, h, _ = shape
-    gw = shapes.axis_geometry(w, kernel[0], stride[0], padding, layer=layer_name, axis="W")
-    gh = shapes.axis_geometry(h, kernel[1], stride[1], padding, layer=layer_name, axis="H")
+    sides = shapes.side_pads(padding, layer_name)
+    pad_w = (sides[1], sides[3]) if sides else padding
+    pad_h = (sides[0], sides[2]) if sides else padding
+    gw = shapes.axis_geometry(w, kernel[0], stride[0], pad_w, layer=layer_name, axis="W")
+    gh = shapes.axis_geometry(h, kernel[1], stride[1], pad_h, layer=layer_name, axis="H")
     return gw.out, gh.out, (gh.pad_begin, gw.pad_begin, gh.pad_end, gw.pad_end)
 
 

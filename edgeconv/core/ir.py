@@ -11,6 +11,9 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 INPUT = "input"
+# padding of a windowed layer: "same", "valid", a symmetric P that must tile the input, or an
+# imported layer's (top, left, bottom, right) pads kept as its file has them (floor semantics)
+PaddingSpec = str | int | tuple[int, int, int, int]
 
 
 class Activation(str, Enum):
@@ -36,7 +39,7 @@ class Conv2d:
     filters: int
     kernel: tuple[int, int]  # (F_w, F_h)
     stride: tuple[int, int] = (1, 1)  # (S_w, S_h)
-    padding: str | int = "same"
+    padding: PaddingSpec = "same"
     activation: Activation = Activation.NONE
     inputs: tuple[str, ...] = ()
     op = "conv2d"
@@ -47,7 +50,7 @@ class DepthwiseConv2d:
     name: str
     kernel: tuple[int, int]
     stride: tuple[int, int] = (1, 1)
-    padding: str | int = "same"
+    padding: PaddingSpec = "same"
     activation: Activation = Activation.NONE
     inputs: tuple[str, ...] = ()
     op = "depthwise_conv2d"
@@ -58,7 +61,7 @@ class MaxPool:
     name: str
     pool: tuple[int, int]
     stride: tuple[int, int]
-    padding: str | int = "valid"
+    padding: PaddingSpec = "valid"
     inputs: tuple[str, ...] = ()
     op = "max_pool"
 
@@ -68,7 +71,7 @@ class AvgPool:
     name: str
     pool: tuple[int, int]
     stride: tuple[int, int]
-    padding: str | int = "valid"
+    padding: PaddingSpec = "valid"
     inputs: tuple[str, ...] = ()
     op = "avg_pool"
 

@@ -6,6 +6,10 @@ For an input of size W1 along one axis, a window (kernel) F, stride S and paddin
 
 An explicit symmetric P must tile the input exactly; `same` (TFLite SAME = ONNX SAME_UPPER)
 gives ⌈W1/S⌉ with the odd padding pixel at the end; `valid` uses no padding and floors.
+
+Imported layers keep the padding their file has, per side: (top, left, bottom, right), with the
+frameworks' floor semantics W2 = ⌊(W1 + P_begin + P_end − F)/S⌋ + 1 (PyTorch's stride-2
+`padding=1` conv on an even input leaves its last padded row unused; nothing is refused).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from edgeconv.core.errors import ShapeError
 
 SAME = "same"
 VALID = "valid"
-Padding = "str | int"  # 'same', 'valid' or an explicit symmetric pad P >= 0
+Padding = "str | int | tuple[int, int, int, int]"  # 'same', 'valid', a symmetric P, or per side
+SIDE_PADS = True  # the IR takes padding as (top, left, bottom, right) (importers test for it)
 
 
 @dataclass(frozen=True)
@@ -37,14 +42,43 @@ def _fitting_pads(size: int, kernel: int, stride: int) -> list[int]:
     return [p for p in range(0, kernel + 1) if (size - kernel + 2 * p) >= 0 and (size - kernel + 2 * p) % stride == 0]
 
 
+def side_pads(padding: object, layer: str = "layer") -> tuple[int, int, int, int] | None:
+    """Per-side padding (top, left, bottom, right) when `padding` is one, else None; ShapeError
+    when it is a sequence that is not four integers >= 0."""
+    if not isinstance(padding, (tuple, list)):
+        return None
+    if len(padding) != 4 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in padding):
+        raise ShapeError(
+            f"{layer}: per-side padding must be 4 integers >= 0 (top, left, bottom, right), got {padding!r}"
+        )
+    top, left, bottom, right = padding
+    return (top, left, bottom, right)
+
+
 def axis_geometry(
-    size: int, kernel: int, stride: int, padding: str | int, *, layer: str = "layer", axis: str = "W"
+    size: int, kernel: int, stride: int, padding: str | int | tuple[int, int], *, layer: str = "layer", axis: str = "W"
 ) -> AxisGeometry:
-    """Output size and padding along one axis, or a ShapeError that explains the numbers."""
+    """Output size and padding along one axis, or a ShapeError that explains the numbers.
+
+    `padding` is 'same', 'valid', a symmetric P that must tile, or a (begin, end) pair of an
+    imported layer, which floors like the frameworks do."""
     if kernel < 1:
         raise ShapeError(f"{layer}: kernel must be at least 1 along {axis}, got {kernel}")
     if stride < 1:
         raise ShapeError(f"{layer}: stride must be at least 1 along {axis}, got {stride}")
+    if isinstance(padding, tuple):
+        begin, end = padding
+        span = size + begin + end - kernel
+        if span < 0:
+            raise ShapeError(
+                f"{layer}: kernel {kernel} is larger than the padded input {size} + {begin} + {end} along {axis}"
+            )
+        if begin >= kernel or end >= kernel:
+            raise ShapeError(
+                f"{layer}: padding {begin} before / {end} after along {axis} reaches past the kernel {kernel} "
+                f"(a window of padding only); pad at most {kernel - 1} per side"
+            )
+        return AxisGeometry(span // stride + 1, begin, end)
     if padding == SAME:
         out = ceil(size / stride)
         total = max((out - 1) * stride + kernel - size, 0)

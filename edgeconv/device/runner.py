@@ -258,17 +258,25 @@ def resolve_kernels(requested: str, manifest: dict) -> str:
     return kernels
 
 
-def run(folder: str, requested: str, out_dir: str) -> dict:
+def run(folder: str, requested: str, out_dir: str, options_override: dict | None = None) -> dict:
     manifest = load_manifest(folder)
     verify_hashes(folder, manifest)
     try:
         import numpy as np
     except ImportError as err:
         raise RunnerError(f"runtime: numpy does not import ({one_line(err)}); install it with: pip install numpy")
+    runtime = manifest.get("runtime")
+    artifact = manifest.get("artifact")
+    if not isinstance(runtime, dict) or not isinstance(manifest.get("input"), dict):
+        raise RunnerError("bundle: manifest.json has no 'runtime' or 'input' table", EXIT_TAMPERED)
+    if not isinstance(artifact, str) or artifact not in manifest["files"]:
+        raise RunnerError(f"bundle: manifest.json's artifact {artifact!r} is not one of its files", EXIT_TAMPERED)
     kernels = resolve_kernels(requested, manifest)
-    runtime = manifest["runtime"]
-    options = dict(runtime.get("options") or {})
-    model_path = os.path.join(folder, manifest["artifact"])
+    # `edgeconv validate` passes the installed target profile's options (--options): runtime
+    # options can name libraries to load (QNN's backend_path), so a bundle's own are used only
+    # when the runner is run by hand
+    options = dict(options_override if options_override is not None else (runtime.get("options") or {}))
+    model_path = os.path.join(folder, artifact)
     x = np.load(os.path.join(folder, "inputs.npy"), allow_pickle=False)
     want = str(manifest["input"]["dtype"])
     if x.dtype != np.dtype(want) or x.ndim != 4:
@@ -357,9 +365,20 @@ def main(argv=None) -> int:
         "--kernels", choices=KERNELS, default="auto", help="LiteRT kernels (auto: the target profile's choice)"
     )
     parser.add_argument("--out", help="folder for result.json and outputs.npy (default: BUNDLE/result)")
+    parser.add_argument(
+        "--options", help="runtime options as a JSON object, instead of the manifest's (edgeconv validate passes them)"
+    )
     args = parser.parse_args(argv)
     try:
-        result = run(args.bundle, args.kernels, args.out or os.path.join(args.bundle, "result"))
+        options = None
+        if args.options is not None:
+            try:
+                options = json.loads(args.options)
+            except ValueError as err:
+                raise RunnerError(f"--options: expected a JSON object ({one_line(err)})") from None
+            if not isinstance(options, dict):
+                raise RunnerError("--options: expected a JSON object")
+        result = run(args.bundle, args.kernels, args.out or os.path.join(args.bundle, "result"), options)
     except RunnerError as err:
         print(f"runner: error: {err}", file=sys.stderr)
         return err.code

@@ -21,6 +21,15 @@ Devices:
                       so: the optimized kernels are not trusted under Debian 12's qemu-user.
                       LiteRT bundles only (the userland carries ai-edge-litert and numpy).
 
+A bundle is data, never code: every device runs the runner.py of the installed edgeconv (copied
+to the device; the bundle's own copy is never executed), with the runtime options and kernels
+of the installed target profile (a bundle's options could name a library to load), and the
+verdict uses that profile's tolerance, not the bundle's tolerance.json (which only says how
+many layers requantize, and the profile caps the allowance). The golden outputs and the float
+reference are the bundle's: `--verify KEY` checks the bundle's Ed25519 signature over
+manifest.json (and so over every member's hash) and refuses an unsigned or mis-signed bundle;
+without a key the report says the numbers were taken on trust.
+
 The comparison is parity's: the outputs against the expected golden of the kernels the runner
 actually used (the bundle carries one per kernel family; same family, so the profile's policy,
 exact for arm/cpu/mcu), and against float_reference.npy for SQNR and top-1 agreement.
@@ -29,6 +38,7 @@ exact for arm/cpu/mcu), and against float_reference.npy for SQNR and top-1 agree
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -44,14 +54,27 @@ from pathlib import Path
 import numpy as np
 
 from edgeconv.core.errors import InputError, MissingRuntime, UsageError
-from edgeconv.device.bundle import FLOAT_REFERENCE, RUNNER, Bundle, expected_name, golden_for_kernels, open_bundle
+from edgeconv.device.bundle import (
+    FLOAT_REFERENCE,
+    GOLDENS,
+    RUNTIME_KIND,
+    Bundle,
+    expected_name,
+    golden_for_kernels,
+    load_verify_key,
+    open_bundle,
+    verify_signature,
+)
 from edgeconv.parity import metrics
-from edgeconv.parity.policy import Check, lsb_check, softmax_head_checks, sqnr_check, top1_check
+from edgeconv.parity.policy import Check, allowed_lsb, lsb_check, softmax_head_checks, sqnr_check, top1_check
 from edgeconv.parity.report import fmt_number, json_number
 from edgeconv.quant.params import TensorQuant
 
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_CONNECT_TIMEOUT = 10
+MAX_TIMEOUT = 7 * 24 * 3600.0
+MAX_CONNECT_TIMEOUT = 3600
+REMOTE_RUNNER = "edgeconv-runner.py"  # beside the bundle folder on the device, never inside it
 MAX_RESULT_BYTES = 64 * 2**20
 QEMU_NOTE = (
     "qemu-aarch64: ran LiteRT's reference kernels (BUILTIN_REF, tflite rounding family) on an aarch64 "
@@ -129,6 +152,7 @@ class ValidationReport:
     note: str | None = None
     versions: dict = field(default_factory=dict)
     seconds: float = 0.0
+    signature: str = "unsigned"  # "verified (key ID)", "signed, not verified", "unsigned"
 
     @property
     def passed(self) -> bool:
@@ -147,6 +171,7 @@ class ValidationReport:
             "machine": self.machine,
             "samples": self.samples,
             "note": self.note,
+            "signature": self.signature,
             "versions": self.versions,
             "timings": self.timings,
             "seconds": round(self.seconds, 3),
@@ -173,6 +198,14 @@ class ValidationReport:
         ]
         if self.note:
             lines.append(f"  note: {self.note}")
+        lines.append(
+            f"  bundle signature: {self.signature}"
+            + (
+                ""
+                if self.signature.startswith("verified")
+                else ("; the golden outputs and float reference are the bundle's own (check them with --verify KEY)")
+            )
+        )
         t = self.timings
         lines.append(
             f"  device time: load {fmt_number(t.get('load_s'), '.3f')} s, run {fmt_number(t.get('total_s'), '.3f')} s "
@@ -216,6 +249,7 @@ class ValidationReport:
             ("runtime", f"{self.runtime.get('name')} {self.runtime.get('version')}"),
             ("golden", self.golden),
             ("note", self.note or ""),
+            ("signature", self.signature),
         ):
             ET.SubElement(props, "property", name=key, value=str(value))
         device = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.device)
@@ -254,15 +288,40 @@ def _run(argv: list[str], timeout: float, what: str, env: dict | None = None) ->
 
 
 def _runner_failed(device: Device, proc: subprocess.CompletedProcess) -> InputError:
-    why = _last_line(proc.stderr) or _last_line(proc.stdout) or "no output"
-    return InputError(f"device {device}: the bundle runner failed (exit {proc.returncode}): {why}")
+    # the runner's own error line ("runner: error: ...") rather than a runtime's INFO chatter
+    lines = [line.strip() for line in (proc.stderr or "").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("runner: error:")]
+    why = (errors[-1] if errors else None) or _last_line(proc.stderr) or _last_line(proc.stdout) or "no output"
+    if proc.returncode < 0:
+        why = f"killed by signal {-proc.returncode}" + (f" ({why})" if why != "no output" else "")
+    return InputError(f"device {device}: the runner failed (exit {proc.returncode}): {why[:300]}")
 
 
-def run_local(bundle: Bundle, out: Path, kernels: str, timeout: float, python: str | None = None) -> Path:
+def own_runner() -> Path:
+    """The runner.py shipped with the installed edgeconv: the only runner validate executes."""
+    from edgeconv.device import runner
+
+    return Path(runner.__file__).resolve()
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What validate tells the runner, from the installed target profile (never the bundle)."""
+
+    kernels: str
+    options: dict
+
+    def argv(self) -> list[str]:
+        return ["--kernels", self.kernels, "--options", json.dumps(self.options, sort_keys=True)]
+
+
+def run_local(bundle: Bundle, out: Path, plan: RunPlan | str, timeout: float, python: str | None = None) -> Path:
+    if isinstance(plan, str):
+        plan = RunPlan(plan, dict(bundle.manifest["runtime"].get("options") or {}))
     python = python or os.environ.get("EDGECONV_DEVICE_PYTHON") or sys.executable
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
-    argv = [python, "-I", str(bundle.folder / RUNNER), str(bundle.folder), "--kernels", kernels, "--out", str(out)]
-    proc = _run(argv, timeout, "device local: the bundle runner", env)
+    argv = [python, "-I", str(own_runner()), str(bundle.folder), *plan.argv(), "--out", str(out)]
+    proc = _run(argv, timeout, "device local: the runner", env)
     if proc.returncode != 0:
         raise _runner_failed(Device("local"), proc)
     return out
@@ -286,7 +345,7 @@ def find_qemu() -> tuple[str, Path, Path]:
     return qemu, root, pythons[-1]
 
 
-def run_qemu(bundle: Bundle, out: Path, timeout: float) -> Path:
+def run_qemu(bundle: Bundle, out: Path, timeout: float, plan: RunPlan | None = None) -> Path:
     if bundle.manifest["runtime"]["kind"] != "litert":
         raise UsageError(
             f"--device qemu-aarch64 runs LiteRT bundles only (its userland has ai-edge-litert and "
@@ -305,14 +364,13 @@ def run_qemu(bundle: Bundle, out: Path, timeout: float) -> Path:
         str(root),
         str(python),
         "-I",
-        str(bundle.folder / RUNNER),
+        str(own_runner()),
         str(bundle.folder),
-        "--kernels",
-        "reference",
+        *RunPlan("reference", plan.options if plan else {}).argv(),
         "--out",
         str(out),
     ]
-    proc = _run(argv, timeout, "device qemu-aarch64: the bundle runner", env)
+    proc = _run(argv, timeout, "device qemu-aarch64: the runner", env)
     if proc.returncode != 0:
         raise _runner_failed(Device("qemu-aarch64"), proc)
     return out
@@ -389,7 +447,9 @@ class SshDevice:
                 f"{_last_line(proc.stderr) or _last_line(proc.stdout) or 'no output'}"
             )
 
-    def run(self, bundle: Bundle, out: Path, kernels: str, timeout: float) -> Path:
+    def run(self, bundle: Bundle, out: Path, plan: RunPlan | str, timeout: float) -> Path:
+        if isinstance(plan, str):
+            plan = RunPlan(plan, dict(bundle.manifest["runtime"].get("options") or {}))
         short = self.options.connect_timeout + 30
         proc = _run(
             self.ssh_argv("mktemp", "-d", "/tmp/edgeconv-bundle.XXXXXXXX"), short, f"device {self.device}: connecting"
@@ -399,21 +459,38 @@ class SshDevice:
         if not _REMOTE_DIR.match(workdir):
             raise InputError(f"device {self.device}: mktemp -d printed {workdir!r}, expected a folder path")
         try:
+            remote_bundle = f"{workdir}/bundle"
+            proc = _run(self.ssh_argv("mkdir", "--", remote_bundle), short, f"device {self.device}: mkdir")
+            self._check(proc, "creating the bundle folder (mkdir)")
             files = [str(bundle.folder / name) for name in sorted([*bundle.manifest["files"], "manifest.json"])]
             proc = _run(
-                self.scp_argv(files, self.remote(workdir + "/")), timeout, f"device {self.device}: copying the bundle"
+                self.scp_argv(files, self.remote(remote_bundle + "/")),
+                timeout,
+                f"device {self.device}: copying the bundle",
             )
             self._check(proc, "copying the bundle (scp)")
+            # edgeconv's own runner, beside (not inside) the bundle folder
+            proc = _run(
+                self.scp_argv([str(own_runner())], self.remote(f"{workdir}/{REMOTE_RUNNER}")),
+                timeout,
+                f"device {self.device}: copying the runner",
+            )
+            self._check(proc, "copying the runner (scp)")
             remote_out = f"{workdir}/result"
             proc = _run(
                 self.ssh_argv(
-                    self.options.python, f"{workdir}/{RUNNER}", workdir, "--kernels", kernels, "--out", remote_out
+                    self.options.python,
+                    f"{workdir}/{REMOTE_RUNNER}",
+                    remote_bundle,
+                    *plan.argv(),
+                    "--out",
+                    remote_out,
                 ),
                 timeout,
-                f"device {self.device}: the bundle runner",
+                f"device {self.device}: the runner",
             )
             if proc.returncode == 255:
-                self._check(proc, "running the bundle runner")
+                self._check(proc, "running the runner")
             if proc.returncode != 0:
                 raise _runner_failed(self.device, proc)
             out.mkdir(parents=True, exist_ok=True)
@@ -451,11 +528,13 @@ def _load_result(out: Path, device: Device) -> tuple[dict, np.ndarray]:
             raise InputError(f"device {device}: the runner wrote no {path.name}")
         if path.stat().st_size > MAX_RESULT_BYTES:
             raise InputError(f"device {device}: {path.name} is over {MAX_RESULT_BYTES} bytes")
+    from edgeconv.core.tensors import load_npy
+
     try:
         result = json.loads(result_path.read_bytes())
-        outputs = np.load(outputs_path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise InputError(f"device {device}: unreadable result ({err})") from None
+    except (ValueError, OSError, RecursionError) as err:
+        raise InputError(f"device {device}: unreadable result ({' '.join(str(err).split())[:200]})") from None
+    outputs = load_npy(outputs_path, f"device {device}: outputs.npy")
     if not isinstance(result, dict) or "kernels" not in result:
         raise InputError(f"device {device}: result.json is not a runner result")
     return result, outputs
@@ -465,10 +544,9 @@ def _load_extra(out: Path, device: Device, file: str) -> np.ndarray:
     path = out / file
     if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_RESULT_BYTES:
         raise InputError(f"device {device}: the runner wrote no usable {file}")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise InputError(f"device {device}: unreadable {file} ({err})") from None
+    from edgeconv.core.tensors import load_npy
+
+    return load_npy(path, f"device {device}: {file}")
 
 
 def _int8(q: np.ndarray) -> np.ndarray:
@@ -479,6 +557,44 @@ def _int8(q: np.ndarray) -> np.ndarray:
     return q
 
 
+def profile_for(bundle: Bundle, target: str | None):
+    """The installed target profile that judges the bundle: --target, else the built-in profile
+    of the name in the manifest; it must describe the same backend, artifact and runtime."""
+    from edgeconv.plan.targets import load_target, target_names
+
+    m = bundle.manifest
+    name = m["target"]["name"]
+    if target is None:
+        if name not in target_names():
+            raise UsageError(
+                f"validate: the bundle is for target {name[:60]!r}, not a built-in profile; pass the profile "
+                "to judge it with: --target PROFILE.toml"
+            )
+        target = name
+    profile = load_target(target)
+    want = (profile.backend, profile.artifact, RUNTIME_KIND.get(profile.backend))
+    got = (m["target"].get("backend"), m["target"].get("artifact"), m["runtime"].get("kind"))
+    if want != got:
+        raise UsageError(
+            f"validate: profile {profile.name} is backend {want[0]}, artifact {want[1]}, runtime {want[2]}; "
+            f"the bundle is backend {got[0]}, artifact {got[1]}, runtime {got[2]}"
+        )
+    if m["golden"] not in GOLDENS[profile.backend]:
+        raise InputError(f"bundle: golden {m['golden']!r} is not one of {', '.join(GOLDENS[profile.backend])}")
+    return profile
+
+
+def run_plan(profile) -> RunPlan:
+    """Kernels and runtime options from the installed profile (as `edgeconv bundle` records them)."""
+    from edgeconv.device.bundle import _mcu_arena
+
+    options = dict(profile.options)
+    if profile.backend == "mcu":
+        options["arena_bytes"] = _mcu_arena(options.get("arena"), profile)
+    kernels = str(profile.option("kernels", "xnnpack")) if profile.backend == "arm" else "auto"
+    return RunPlan(kernels, options)
+
+
 def judge(
     bundle: Bundle,
     result: dict,
@@ -487,8 +603,12 @@ def judge(
     note: str | None,
     seconds: float,
     extra: dict[str, np.ndarray] | None = None,
+    profile=None,
+    signature: str = "unsigned",
 ) -> ValidationReport:
     m, tol = bundle.manifest, bundle.tolerance
+    profile = profile if profile is not None else profile_for(bundle, None)
+    ptol = profile.tolerance
     target = m["target"]["name"]
     if result.get("manifest_sha256") != bundle.manifest_sha256:
         raise InputError(
@@ -507,53 +627,70 @@ def judge(
     others = {}
     for variant in m.get("goldens", []):
         if variant != golden and expected_name(variant) in m["files"]:
-            others[variant] = metrics.lsb_stats(bundle.array(expected_name(variant)), got)["max_lsb"]
+            other = bundle.array(expected_name(variant))
+            if other.shape == got.shape:
+                others[variant] = metrics.lsb_stats(other, got)["max_lsb"]
     scale = np.float32(m["output"]["scale"][0])
     zp = int(m["output"]["zero_point_int8"][0])
     y = ((got.astype(np.int32) - zp).astype(np.float32) * scale).astype(np.float32)
     ref = bundle.array(FLOAT_REFERENCE)
+    if ref.size != y.size:
+        raise InputError(f"bundle: {FLOAT_REFERENCE} has shape {ref.shape}, the outputs {y.shape}")
     classifier = bool(tol.get("classifier"))
     fstats = metrics.float_stats(ref, y.reshape(ref.shape), classifier)
+    # the allowance: the installed profile's policy and cap; the bundle only says how many layers
+    # requantize, and min(count, cap) cannot exceed the profile's cap
+    allowed = allowed_lsb(ptol.lsb_policy, ptol.max_lsb_vs_golden, int(tol["requantizing_layers"]))
     if tol.get("head"):
         head = tol["head"]
         logits_tq = TensorQuant(tuple(head["logits_scale"]), tuple(head["logits_zero_point_int8"]))
+        if not extra or head["logits"] not in extra:
+            raise InputError(f"device {device}: the runner wrote no logits {head['logits']!r}")
+        logits_golden = bundle.array(expected_name(golden, head["logits"]))
+        logits_got = _int8(np.asarray(extra[head["logits"]]))
+        if logits_got.size != logits_golden.size:
+            raise InputError(
+                f"device {device}: the logits have shape {logits_got.shape}, expected {logits_golden.shape}"
+            )
         checks = softmax_head_checks(
             target,
             golden,
             head["logits"],
-            bundle.array(expected_name(golden, head["logits"])),
-            _int8(np.asarray(extra[head["logits"]])),
+            logits_golden,
+            logits_got,
             logits_tq,
             got,
             m["output"]["name"],
-            int(head["allowed_lsb"]),
-            int(head["head_lsb"]),
+            allowed_lsb(ptol.lsb_policy, ptol.max_lsb_vs_golden, int(head["requantizing_layers"])),
+            int(ptol.head_lsb),
             lstats["max_lsb"],
         )
     else:
-        checks = [lsb_check(target, lstats["max_lsb"], int(tol["allowed_lsb"]), f"{golden} golden reference")]
-    checks.append(sqnr_check(target, fstats["sqnr_db"], float(tol["min_sqnr_db"])))
+        checks = [lsb_check(target, lstats["max_lsb"], allowed, f"{golden} golden reference")]
+    checks.append(sqnr_check(target, fstats["sqnr_db"], float(ptol.min_sqnr_db)))
     if classifier:
-        checks.append(top1_check(target, fstats["top1_agreement"], float(tol["min_top1_agreement"])))
+        checks.append(top1_check(target, fstats["top1_agreement"], float(ptol.min_top1_agreement)))
+    runtime = result.get("runtime") if isinstance(result.get("runtime"), dict) else {}
     versions = {
         "bundle": m.get("versions", {}),
         "device": {
             "numpy": result.get("numpy"),
             "python": result.get("python"),
-            "runtime": result.get("runtime", {}).get("version"),
+            "runtime": runtime.get("version"),
         },
+        "profile": profile.source,
     }
     return ValidationReport(
         m["model"],
         target,
         str(device),
         str(bundle.folder),
-        result.get("runtime", {}),
+        runtime,
         str(result["kernels"]),
         golden,
         str(result.get("machine")),
         int(result.get("samples", 0)),
-        result.get("timings", {}),
+        result.get("timings", {}) if isinstance(result.get("timings"), dict) else {},
         fstats,
         lstats,
         checks,
@@ -561,7 +698,15 @@ def judge(
         note,
         versions,
         seconds,
+        signature,
     )
+
+
+def check_timeouts(timeout: float, connect_timeout: int | None = None) -> None:
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        raise UsageError(f"--timeout: expected a number of seconds above 0 and at most {MAX_TIMEOUT:g}, got {timeout}")
+    if connect_timeout is not None and not 1 <= connect_timeout <= MAX_CONNECT_TIMEOUT:
+        raise UsageError(f"--connect-timeout: expected 1 to {MAX_CONNECT_TIMEOUT} seconds, got {connect_timeout}")
 
 
 def validate(
@@ -570,29 +715,38 @@ def validate(
     timeout: float = DEFAULT_TIMEOUT,
     ssh: SshOptions | None = None,
     python: str | None = None,
+    target: str | None = None,
+    verify_key: str | Path | None = None,
 ) -> ValidationReport:
-    """Extract and verify the bundle, run it on the device, compare. Errors are one line."""
+    """Extract and verify the bundle, run edgeconv's runner on the device, compare with the
+    installed profile's tolerance. Errors are one line."""
     if isinstance(device, str):
         device = parse_device(device)
-    if timeout <= 0:
-        raise UsageError(f"--timeout: expected a positive number of seconds, got {timeout:g}")
+    check_timeouts(timeout, ssh.connect_timeout if ssh else None)
+    key = load_verify_key(verify_key) if verify_key is not None else None
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeconv-validate-") as tmp:
         folder = Path(tmp) / "bundle"
         folder.mkdir()
         bundle = open_bundle(bundle_path, folder)
+        if key is not None:
+            signature = f"verified (Ed25519 key {verify_signature(bundle, key)})"
+        else:
+            signature = "signed, not verified (no --verify key)" if bundle.signature is not None else "unsigned"
+        profile = profile_for(bundle, target)
+        plan = run_plan(profile)
         out = Path(tmp) / "result"
         note = None
         if device.kind == "local":
-            run_local(bundle, out, "auto", timeout, python)
+            run_local(bundle, out, plan, timeout, python)
         elif device.kind == "qemu-aarch64":
-            run_qemu(bundle, out, timeout)
+            run_qemu(bundle, out, timeout, plan)
             note = QEMU_NOTE
         else:
             run_ssh = SshDevice(device, ssh or SshOptions.from_env(python=python))
-            run_ssh.run(bundle, out, "auto", timeout)
+            run_ssh.run(bundle, out, plan, timeout)
         result, outputs = _load_result(out, device)
         extra = {
             spec["name"]: _load_extra(out, device, spec["file"]) for spec in bundle.manifest.get("extra_outputs") or []
         }
-        return judge(bundle, result, outputs, device, note, time.perf_counter() - start, extra)
+        return judge(bundle, result, outputs, device, note, time.perf_counter() - start, extra, profile, signature)

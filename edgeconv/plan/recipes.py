@@ -6,6 +6,7 @@ the layer before it unless it names its `inputs`. Errors name the file, the laye
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -150,10 +151,20 @@ def _layer(where: str, table: dict[str, Any]):
     return LAYER_TYPES[op](name=name, inputs=inputs)
 
 
+# layer names become file names in bundles (expected_<golden>_<layer>.npy) and tensor names
+# in every artifact: letters, digits, '_', '.', '-', at most 64
+LAYER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+MAX_MODEL_NAME = 128
+
+
 def model_from_dict(data: dict[str, Any], source: str) -> Model:
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: expected a table with name, input and layers, got {type(data).__name__}")
     name = data.get("name")
-    if not isinstance(name, str) or not name:
-        raise InputError(f"{source}, field 'name': expected a model name, got {name!r}")
+    if not isinstance(name, str) or not name or len(name) > MAX_MODEL_NAME or not name.isprintable():
+        raise InputError(
+            f"{source}, field 'name': expected a model name of 1 to {MAX_MODEL_NAME} printable characters, got {name!r}"
+        )
     shape = data.get("input")
     if not (
         isinstance(shape, list)
@@ -167,8 +178,11 @@ def model_from_dict(data: dict[str, Any], source: str) -> Model:
     layers = []
     for i, table in enumerate(tables):
         lname = table.get("name") if isinstance(table, dict) else None
-        if not isinstance(lname, str) or not lname:
-            raise InputError(f"{source}, layer #{i + 1}, field 'name': expected a layer name, got {lname!r}")
+        if not isinstance(lname, str) or not LAYER_NAME.match(lname) or lname == "input":
+            raise InputError(
+                f"{source}, layer #{i + 1}, field 'name': expected a layer name of letters, digits, '_', '.' "
+                f"or '-' (at most 64, not 'input'), got {lname!r}"
+            )
         layers.append(_layer(f"{source}, layer {lname!r}", table))
     model = chain(name, InputSpec(*shape), layers, description=str(data.get("description", "")))
     try:

@@ -25,8 +25,11 @@ def _window(analysis: Analysis, info: LayerInfo) -> str:
     return WINDOW_TEXT.handler(layer)(layer)
 
 
-def _window_text(kernel: tuple[int, int], stride: tuple[int, int], pad: str | int) -> str:
-    pad_text = f"P={pad}" if isinstance(pad, int) else pad
+def _window_text(kernel: tuple[int, int], stride: tuple[int, int], pad: str | int | tuple[int, ...]) -> str:
+    if isinstance(pad, tuple):  # an imported layer's per-side pads, as its file has them
+        pad_text = "P=" + ",".join(map(str, pad)) + " (t,l,b,r)"
+    else:
+        pad_text = f"P={pad}" if isinstance(pad, int) else pad
     stride_text = f"{stride[0]}" if stride[0] == stride[1] else f"{stride[0]}x{stride[1]}"
     return f"{kernel[0]}x{kernel[1]}/{stride_text} {pad_text}"
 
@@ -47,7 +50,7 @@ def _no_window(layer) -> str:
 
 
 def layer_rows(analysis: Analysis) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for info in analysis.layers:
         rows.append(
             (
