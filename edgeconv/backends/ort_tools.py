@@ -123,14 +123,14 @@ def compare_params(ec_qdq: bytes, ortq: bytes) -> list[str]:
                 f"activation {tensor}: edgeconv scale {ours[0]:.6g} zp {ours[1]}, "
                 f"ORT scale {theirs[0]:.6g} zp {theirs[1]} (ORT/edgeconv scale {theirs[0] / ours[0]:.3f})"
             )
-    for name, ours in ec_i.items():
+    for name, ours_q in ec_i.items():
         if not (name.endswith(".weight") or name.endswith(".bias")):
             continue
-        theirs = oq_i.get(f"{name}_quantized")
-        if theirs is None:
+        theirs_q = oq_i.get(f"{name}_quantized")
+        if theirs_q is None:
             lines.append(f"{name}: not found in ORT's model")
             continue
-        diff = np.abs(theirs.reshape(ours.shape).astype(np.int64) - ours.astype(np.int64))
+        diff = np.abs(theirs_q.reshape(ours_q.shape).astype(np.int64) - ours_q.astype(np.int64))
         if diff.any():
             lines.append(f"{name}: {int((diff > 0).sum())} of {diff.size} integers differ, by up to {int(diff.max())}")
     return [

@@ -3,6 +3,7 @@ model bytes, RAM and achieved MAC/s."""
 
 from __future__ import annotations
 
+import builtins
 import statistics
 import time
 from collections.abc import Callable
@@ -29,14 +30,14 @@ class Timing:
 class BenchRow:
     target: str
     int8: Timing
-    float: Timing | None
+    float: Timing | None  # the float artifact's timing (None when the target has no float model)
     model_bytes: int
     ram_predicted: int
     ram_measured: int | None
     macs: int
 
     @property
-    def macs_per_second(self) -> float:
+    def macs_per_second(self) -> builtins.float:
         return self.macs / (self.int8.median_ms / 1e3)
 
     def to_json(self) -> dict:

@@ -177,7 +177,7 @@ def whatif_sqnr(res: ModelResult, kind: str, analysis: Analysis, weights, qparam
     s = session(qdq)
     tfl = litert(build_int8_tflite(analysis, qparams), preserve=True)
     idx = {d["name"]: d["index"] for d in tfl.get_tensor_details()}
-    got = {
+    got: dict[tuple[str, str], list[np.ndarray]] = {
         ("logits", "ec-QDQ"): [],
         ("softmax", "ec-QDQ"): [],
         ("logits", "ec-TFLite"): [],
@@ -279,6 +279,7 @@ def bench_model(label: str, req: BuildRequest, args, tmp: Path) -> ModelResult:
 
         return run
 
+    assert ortq_for_latency is not None, "the normal input set calibrates ORT's quantizer"
     runners = {
         "ORT float": ort_runner(float_onnx, x_f_nchw),
         "ORT ec-int8": ort_runner(files["model.int8.onnx"], x_u8_nchw),

@@ -52,4 +52,4 @@ def parse_shape(text: str, what: str = "--input") -> tuple[int, int, int]:
         dims = ()
     if len(dims) != 3 or min(dims) <= 0:
         raise UsageError(f"{what}: expected WxHxC with three positive integers like 32x32x3, got {text!r}")
-    return dims  # type: ignore[return-value]
+    return dims

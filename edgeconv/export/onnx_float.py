@@ -132,7 +132,7 @@ def _conv(g: OnnxBuilder, layer, info: LayerInfo, analysis: Analysis, src: list[
 
 @ONNX_NODES.register(MaxPool, AvgPool)
 def _pool(g: OnnxBuilder, layer, info: LayerInfo, analysis: Analysis, src: list[str], pre: str) -> None:
-    attrs = {
+    attrs: dict[str, object] = {
         "kernel_shape": [layer.pool[1], layer.pool[0]],
         "strides": [layer.stride[1], layer.stride[0]],
         "pads": _onnx_pads(info.pads),
@@ -175,11 +175,10 @@ def build_float_onnx(analysis: Analysis, weights: Weights, outputs: list[str] | 
     g = _FloatBuilder(weights)
     for layer, info in zip(model.layers, analysis.layers):
         name, src = layer.name, list(layer.inputs)
-        has_act = getattr(layer, "activation", Activation.NONE) is not Activation.NONE
-        pre = f"{name}.preact" if has_act else name
+        kind = getattr(layer, "activation", Activation.NONE)
+        pre = f"{name}.preact" if kind is not Activation.NONE else name
         ONNX_NODES.handler(layer)(g, layer, info, analysis, src, pre)
-        if has_act:
-            g.activation(layer.activation, pre, name, name)
+        g.activation(kind, pre, name, name)
 
     inp = model.input
     graph = helper.make_graph(

@@ -92,10 +92,20 @@ class _Graph:
     def int8(self) -> bool:
         return self.qp is not None
 
+    @property
+    def quant(self) -> QuantParams:
+        assert self.qp is not None, "int8 export without QuantParams"
+        return self.qp
+
+    @property
+    def float_weights(self) -> Weights:
+        assert self.weights is not None, "float export without weights"
+        return self.weights
+
     def activation(self, name: str, shape: tuple[int, ...], like: str | None = None) -> str:
         """An activation tensor; int8 ones take the quantization of `like` (default: name)."""
         if self.int8:
-            tq: TensorQuant = self.qp.activations[like or name]
+            tq: TensorQuant = self.quant.activations[like or name]
             t = TfliteTensor(name, shape, "int8", scale=(float(tq.scale[0]),), zero_point=(int(tq.zero_point[0]),))
         else:
             t = TfliteTensor(name, shape, "float32")
@@ -111,8 +121,8 @@ class _Graph:
     def weight_and_bias(self, layer, axis: int) -> tuple[str, str]:
         w_name, b_name = f"{layer.name}.weight", f"{layer.name}.bias"
         if self.int8:
-            wq, bq = self.qp.weights[layer.name], self.qp.biases[layer.name]
-            qw, qb = self.qp.q_weights[layer.name], self.qp.q_biases[layer.name]
+            wq, bq = self.quant.weights[layer.name], self.quant.biases[layer.name]
+            qw, qb = self.quant.q_weights[layer.name], self.quant.q_biases[layer.name]
             self.tensors.append(
                 TfliteTensor(
                     w_name,
@@ -136,8 +146,8 @@ class _Graph:
                 )
             )
         else:
-            w = np.asarray(self.weights[w_name], np.float32)
-            b = np.asarray(self.weights[b_name], np.float32)
+            w = np.asarray(self.float_weights[w_name], np.float32)
+            b = np.asarray(self.float_weights[b_name], np.float32)
             self.tensors.append(TfliteTensor(w_name, tuple(w.shape), "float32", w))
             self.tensors.append(TfliteTensor(b_name, tuple(b.shape), "float32", b))
         return w_name, b_name

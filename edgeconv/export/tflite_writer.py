@@ -8,6 +8,8 @@ hash order or memory addresses.
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,7 +37,7 @@ class TfliteOp:
     options: tuple[tuple[str, object], ...] = ()
 
 
-_DTYPES = {
+_DTYPES: dict[str, tuple[int, np.dtype]] = {
     "float32": (fb.TensorType.FLOAT32, np.dtype("<f4")),
     "int8": (fb.TensorType.INT8, np.dtype("i1")),
     "int32": (fb.TensorType.INT32, np.dtype("<i4")),
@@ -108,7 +110,7 @@ def _builtin_code(opcode: str) -> int:
     return getattr(fb.BuiltinOperator, opcode)
 
 
-def _option_value(name: str, value: object) -> object:
+def _option_value(name: str, value: Any) -> object:
     """Translate a user-facing option value into the schema's encoding."""
     if name == "padding":
         if value not in _PADDINGS:
@@ -189,8 +191,8 @@ def _constant_bytes(t: TfliteTensor) -> bytes:
 def _make_tensors(tensors: Sequence[TfliteTensor]):
     """Returns (TensorT list, BufferT list, name -> index). Buffer 0 is the empty sentinel."""
     buffers = [fb.BufferT()]
-    out = []
-    index = {}
+    out: list[Any] = []
+    index: dict[str, int] = {}
     for t in tensors:
         if t.dtype not in _DTYPES:
             raise ValueError(f"tensor {t.name!r}: unsupported dtype {t.dtype!r}")

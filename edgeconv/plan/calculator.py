@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgeconv.core import shapes
 from edgeconv.core.graph import analyze
-from edgeconv.core.ir import AvgPool, Conv2d, DepthwiseConv2d, InputSpec, MaxPool, chain
+from edgeconv.core.ir import AvgPool, Conv2d, DepthwiseConv2d, InputSpec, Layer, MaxPool, chain
 
 OPS = ("conv2d", "depthwise_conv2d", "max_pool", "avg_pool")
 
@@ -32,6 +32,7 @@ def explain_layer(
 ) -> dict:
     """Shapes, parameters and MACs of one layer, plus the formulas with the numbers filled in."""
     name = "layer"
+    layer: Layer
     if op == "conv2d":
         layer = Conv2d(name=name, filters=filters or 0, kernel=kernel, stride=stride, padding=padding)
     elif op == "depthwise_conv2d":

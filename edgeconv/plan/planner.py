@@ -24,7 +24,7 @@ from functools import cache
 from edgeconv.core import shapes
 from edgeconv.core.errors import InfeasibleError, UsageError
 from edgeconv.core.graph import Analysis, analyze
-from edgeconv.core.ir import Activation, Conv2d, Dense, GlobalAvgPool, InputSpec, Model, Softmax, chain
+from edgeconv.core.ir import Activation, Conv2d, Dense, GlobalAvgPool, InputSpec, Layer, Model, Softmax, chain
 from edgeconv.core.sizes import format_size
 from edgeconv.plan.memory import MemoryEstimate, estimate, model_bytes_formula
 
@@ -197,7 +197,7 @@ def search(
 
 
 def candidate_model(c: Candidate, input_spec: InputSpec, classes: int) -> Model:
-    layers = []
+    layers: list[Layer] = []
     for s, (f, n) in enumerate(zip(c.stage_filters, c.stage_convs)):
         for j in range(n):
             k = c.stem_kernel if s == 0 and j == 0 else 3

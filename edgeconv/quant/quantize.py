@@ -169,7 +169,8 @@ def _softmax_quant(layer, acts: dict[str, TensorQuant], range_of) -> TensorQuant
 
 @OUTPUT_QUANT.register(Conv2d, DepthwiseConv2d, Dense, GlobalAvgPool, Add)
 def _calibrated_quant(layer, acts: dict[str, TensorQuant], range_of) -> TensorQuant:
-    lo, hi = fold_activation(*range_of(layer.name), getattr(layer, "activation", Activation.NONE))
+    lo, hi = range_of(layer.name)
+    lo, hi = fold_activation(lo, hi, getattr(layer, "activation", Activation.NONE))
     return activation_quant(lo, hi)
 
 

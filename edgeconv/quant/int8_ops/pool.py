@@ -35,10 +35,8 @@ def max_pool(x, filter_hw, stride, pads, act_min=-128, act_max=127):
     """MAX_POOL_2D int8: maximum over the taps inside the image (input and output share
     scale and zero point), then the fused activation clamp."""
     taps = _pool_windows(x, filter_hw, stride, pads)
-    out = None
-    for v, m in taps:
-        v = np.where(m, v, -(1 << 40))
-        out = v if out is None else np.maximum(out, v)
+    # a tap outside the image never wins: it gets a value below every int8
+    out = np.max([np.where(m, v, -(1 << 40)) for v, m in taps], axis=0)
     return _to_int8(np.clip(out, act_min, act_max))
 
 
@@ -52,8 +50,8 @@ def avg_pool(x, filter_hw, stride, pads, act_min=-128, act_max=127, family="tfli
     builtin kernel runs; the family argument is accepted and ignored.
     """
     taps = _pool_windows(x, filter_hw, stride, pads)
-    total = sum(np.where(m, v, 0) for v, m in taps)
-    count = sum(np.broadcast_to(m, v.shape).astype(np.int64) for v, m in taps)
+    total = np.sum([np.where(m, v, 0) for v, m in taps], axis=0)
+    count = np.sum([np.broadcast_to(m, v.shape).astype(np.int64) for v, m in taps], axis=0)
     half = count // 2
     avg = np.where(total > 0, _c_div(total + half, count), _c_div(total - half, count))
     return _to_int8(np.clip(avg, act_min, act_max))
