@@ -18,7 +18,7 @@ import json
 import os
 import stat
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,9 @@ class BuiltModel:
     qdq_dtype: str  # activation dtype of model.int8.onnx: "uint8" or "int8"
 
     files: dict | None = None  # manifest.json's name -> SHA-256
+    # an imported model: {artifact file: {layer: tensor name}} for an artifact that is the
+    # user's file (it keeps its own tensor names); see tensor_name()
+    tensor_names: dict = field(default_factory=dict)
 
     def artifact(self, kind: str) -> Path:
         """The artifact's path, checked: a regular file (not a link) whose hash the manifest lists."""
@@ -62,6 +65,11 @@ class BuiltModel:
         if self.files is not None:
             _verify_file(self.folder, name, self.files)
         return path
+
+    def tensor_name(self, kind: str, layer: str) -> str:
+        """The name of `layer`'s output tensor in artifact `kind` (the layer name, except in an
+        imported user's file, which keeps its own names)."""
+        return self.tensor_names.get(ARTIFACT_FILES[kind], {}).get(layer, layer)
 
     @property
     def name(self) -> str:
@@ -258,12 +266,19 @@ def load_build(folder: str | Path) -> BuiltModel:
     except (zipfile.BadZipFile, OSError) as err:
         raise InputError(f"{folder / 'weights.npz'}: unreadable ({err})") from None
     quant = _read_json(folder / "quant.json")
-    qparams = qparams_from_json(quant, analysis, weights)
+    if quant.get("integers") is not None:  # an imported int8 model: the file's own integers, kept
+        from edgeconv.artifacts.imported import integer_qparams
+
+        qparams = integer_qparams(quant, analysis, folder, files)
+    else:
+        qparams = qparams_from_json(quant, analysis, weights)
     formats = quant.get("formats") if isinstance(quant.get("formats"), dict) else {}
     qdq_dtype = formats.get("model.int8.onnx", "uint8")
     if qdq_dtype not in ("uint8", "int8"):
         raise InputError(f"{folder / 'quant.json'}: formats.model.int8.onnx: expected uint8 or int8, got {qdq_dtype!r}")
-    return BuiltModel(folder, analysis, weights, qparams, qdq_dtype, files)
+    from edgeconv.artifacts.imported import artifact_tensor_names
+
+    return BuiltModel(folder, analysis, weights, qparams, qdq_dtype, files, artifact_tensor_names(plan))
 
 
 def to_int8_convention(q: np.ndarray) -> np.ndarray:

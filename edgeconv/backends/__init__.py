@@ -72,11 +72,17 @@ def import_problem(target: Target, module: str) -> str | None:
 
 
 def layer_outputs(
-    build: BuiltModel, x_q: np.ndarray, layers: Sequence[str], run_exposed: Callable[[list[str]], dict[str, np.ndarray]]
+    build: BuiltModel,
+    x_q: np.ndarray,
+    layers: Sequence[str],
+    run_exposed: Callable[[list[str]], dict[str, np.ndarray]],
+    artifact: str | None = None,
 ) -> dict[str, np.ndarray]:
     """What every run_layers shares: check the names, pass "input" through, and get the other
     tensors from `run_exposed(names)`, which runs the artifact under test with those tensors
-    made graph outputs (export.expose), so a fault in the file shows up."""
+    made graph outputs (export.expose), so a fault in the file shows up. `artifact` (a kind of
+    ARTIFACT_FILES) translates layer names to the artifact's tensor names: an imported user's
+    file keeps its own (BuiltModel.tensor_name)."""
     known = [layer.name for layer in build.analysis.model.layers]
     wanted = list(dict.fromkeys(layers))
     unknown = [name for name in wanted if name != INPUT and name not in known]
@@ -85,7 +91,9 @@ def layer_outputs(
     result = {INPUT: x_q.copy()} if INPUT in wanted else {}
     names = [name for name in wanted if name != INPUT]
     if names:
-        result.update(run_exposed(names))
+        tensors = [build.tensor_name(artifact, n) for n in names] if artifact else names
+        got = run_exposed(tensors)
+        result.update({name: got[tensor] for name, tensor in zip(names, tensors)})
     return {name: result[name] for name in layers}
 
 

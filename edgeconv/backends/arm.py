@@ -164,7 +164,7 @@ class ArmBackend:
             it = self.interpreter_for_bytes(tflite_with_outputs(path.read_bytes(), names), what)
             return dict(zip(names, self._run(it, what, x_q, names)))
 
-        return layer_outputs(build, x_q, layers, run_exposed)
+        return layer_outputs(build, x_q, layers, run_exposed, artifact="int8_tflite")
 
     def run_float(self, build: BuiltModel, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)

@@ -174,7 +174,7 @@ class CpuBackend:
         path = build.artifact("qdq_onnx")
         sess = self.session_for_file(path)
         self._check_graph_input(sess, path, self._nchw(build), build.qdq_dtype)
-        return self._run(sess, x_q, [build.analysis.model.output])[0]
+        return self._run(sess, x_q, [build.tensor_name("qdq_onnx", build.analysis.model.output)])[0]
 
     def run_layers(self, build: BuiltModel, x_q: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
         x_q = check_input(build, x_q, build.qdq_dtype)
@@ -188,7 +188,7 @@ class CpuBackend:
             )
             return dict(zip(names, self._run(sess, x_q, names)))
 
-        return layer_outputs(build, x_q, layers, run_exposed)
+        return layer_outputs(build, x_q, layers, run_exposed, artifact="qdq_onnx")
 
     def run_float(self, build: BuiltModel, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)

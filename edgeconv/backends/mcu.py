@@ -212,7 +212,7 @@ class McuBackend:
                 zip(names, self._run_model(content, f"{path.name} with {len(names)} layer outputs", x_q, len(names)))
             )
 
-        return layer_outputs(build, x_q, layers, run_exposed)
+        return layer_outputs(build, x_q, layers, run_exposed, artifact="int8_tflite")
 
     def run_float(self, build: BuiltModel, x: np.ndarray) -> None:
         """None: the TFLM target runs the int8 model only (no float kernels are pinned for it)."""

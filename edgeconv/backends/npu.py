@@ -214,7 +214,7 @@ class NpuBackend:
         sess = self._cached(
             ("int8", str(path.resolve()), path.stat().st_mtime_ns), lambda: self._session(path.read_bytes(), path.name)
         )
-        out = build.analysis.model.output
+        out = build.tensor_name("qdq_onnx", build.analysis.model.output)
         return self._run_batches(sess, x_q, [out])[out]
 
     def run_layers(self, build: BuiltModel, x_q: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
@@ -237,7 +237,7 @@ class NpuBackend:
             )
             return self._run_batches(sess, x_q, names)
 
-        return layer_outputs(build, x_q, layers, run_exposed)
+        return layer_outputs(build, x_q, layers, run_exposed, artifact="qdq_onnx")
 
     def run_float(self, build: BuiltModel, x: np.ndarray) -> np.ndarray | None:
         """The float model on the HTP in fp16 precision, or None when no SoC can be pinned."""

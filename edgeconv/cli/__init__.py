@@ -92,9 +92,10 @@ def _register_commands() -> None:
     # the command modules import only click at import time; heavy imports live inside commands
     from edgeconv.cli.check import bench, parity, run
     from edgeconv.cli.device import bundle, validate
+    from edgeconv.cli.importer import import_model
     from edgeconv.cli.model import build, layer, targets
 
-    for command in (layer, build, targets, run, parity, bench, bundle, validate):
+    for command in (layer, build, targets, run, parity, bench, bundle, validate, import_model):
         cli.add_command(command)
 
 
