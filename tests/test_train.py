@@ -101,3 +101,130 @@ def test_unknown_op_is_named():
 
     with pytest.raises(UnsupportedOp, match=r"m1: the torch module pass has no handler for op 'mystery'"):
         TORCH_MODULES.handler(Mystery())
+
+
+# ---- edgeconv train on a slice of sklearn's digits ------------------------------------------
+
+DIGITS_TRAIN, DIGITS_VAL = 600, 200
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[..., None]
+    y = d.target.astype(np.int64)
+    idx = np.random.default_rng(0).permutation(len(x))
+    tr, va = idx[:DIGITS_TRAIN], idx[DIGITS_TRAIN : DIGITS_TRAIN + DIGITS_VAL]
+    root = tmp_path_factory.mktemp("digits")
+    np.savez(root / "train.npz", x=x[tr], y=y[tr])
+    np.savez(root / "val.npz", x=x[va], y=y[va])
+    np.save(root / "val_y.npy", y[va])
+    np.savez(root / "val_x.npz", x=x[va])
+    return root
+
+
+def _invoke(*args):
+    from click.testing import CliRunner
+
+    from edgeconv.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _build(root, name):
+    r = _invoke("build", "--budget", "16KB", "--input", "8x8x1", "--classes", "10", "--out", root / name)
+    assert r.exit_code == 0, r.output
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """A 16KB plan for 8x8x1 trained 4 epochs on 600 digits (the reference run)."""
+    folder = _build(digits, "ref")
+    r = _invoke("train", folder, "--data", digits / "train.npz", "--val", digits / "val.npz", "--epochs", 4, "--json")
+    assert r.exit_code == 0, r.output
+    import json
+
+    return folder, json.loads(r.stdout)
+
+
+def test_train_learns_digits_and_reexports(trained):
+    folder, doc = trained
+    acc = doc["accuracy"]
+    assert doc["accuracy_on"] == "validation" and doc["samples"] == DIGITS_VAL
+    assert acc["float"] >= 0.6, acc  # chance is 0.1
+    for key in ("int8_tflm", "int8_ort_cpu"):
+        assert acc[key] >= acc["float"] - 0.05, acc
+    import json
+
+    plan = json.loads((folder / "plan.json").read_text())
+    assert plan["training"]["samples"] == DIGITS_TRAIN and len(plan["training"]["history"]) == 4
+    assert plan["summary"]["weights"].startswith("trained by edgeconv train")
+    assert "training inputs" in plan["summary"]["calibration"]["source"]
+    # the folder loads back (manifest, quant.json and weights.npz belong together)
+    from edgeconv.artifacts.folder import load_build
+
+    assert load_build(folder).name == plan["model"]["name"]
+
+
+def test_interrupted_run_resumes_to_the_same_weights(trained, digits, monkeypatch):
+    """Ctrl-C at the start of epoch 3 leaves epoch 2's checkpoint; --resume finishes with the
+    very weights of the uninterrupted reference run (and so shows determinism for a seed)."""
+    from edgeconv.train import loop
+
+    ref_folder, _ = trained
+    folder = _build(digits, "resumed")
+    before = (folder / "weights.npz").read_bytes()
+    real_start = loop.Progress.start
+
+    def interrupt(self, epoch, *args):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        real_start(self, epoch, *args)
+
+    monkeypatch.setattr(loop.Progress, "start", interrupt)
+    args = ("train", folder, "--data", digits / "train.npz", "--val", digits / "val.npz", "--epochs", 4)
+    r = _invoke(*args)
+    assert r.exit_code == 130 and "--resume" in r.stderr
+    assert (folder / "weights.npz").read_bytes() == before  # the build folder is untouched
+    ckpt = folder.parent / "resumed.train" / "checkpoint.pt"
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
+    monkeypatch.setattr(loop.Progress, "start", real_start)
+    r = _invoke(*args, "--resume")
+    assert r.exit_code == 0, r.output
+    assert (folder / "weights.npz").read_bytes() == (ref_folder / "weights.npz").read_bytes()
+    assert (folder / "model.int8.tflite").read_bytes() == (ref_folder / "model.int8.tflite").read_bytes()
+    # resuming with other options is refused, naming why
+    r = _invoke(*args[:-1], 5, "--resume")
+    assert r.exit_code == 2 and "other training options" in r.stderr
+
+
+def test_training_loop_is_deterministic(digits):
+    from edgeconv.train.loop import TrainConfig, train
+
+    with np.load(digits / "train.npz") as d:
+        x, y = d["x"][:128], d["y"][:128]
+    model = plan(InputSpec(8, 8, 1), 10, Budgets(16_000, 256_000)).model
+    results = []
+    for _ in range(2):
+        module = to_module(model, seed=3)
+        train(module, x, y, TrainConfig(epochs=2, batch=32, augment=("crop", "flip"), seed=5))
+        results.append(weights_from_module(module))
+    assert all(np.array_equal(results[0][k], results[1][k]) for k in results[0])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--data", "missing.npz"), "--data missing.npz: not found"),
+        (("--data", "val_x.npz"), "expected labels 'y' next to 'x'"),
+        (("--data", "train.npz", "--augment", "rotate"), "--augment: expected a comma-separated list of crop, flip"),
+    ],
+)
+def test_train_bad_inputs_are_one_line_errors(digits, args, message, monkeypatch):
+    monkeypatch.chdir(digits)
+    r = _invoke("train", "ref", *args)
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and "Traceback" not in r.output

@@ -10,6 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgeconv import __version__
 from edgeconv.artifacts.folder import write_build_folder
@@ -47,6 +48,14 @@ class BuildRequest:
     seed: int = 0
     out: str | None = None
     top: int = 0
+    # a re-export of an IR already in hand (`edgeconv train` after training): the model, its
+    # weights and calibration samples given directly instead of a recipe/plan, --weights, --calib
+    model: Model | None = None
+    weights: Weights | None = None
+    weights_source: str | None = None
+    calib_data: Any = None  # (N, H, W, C) float32 array
+    calib_source: str | None = None
+    plan_extra: dict | None = None  # top-level entries added to plan.json (e.g. "plan", "training")
 
 
 @dataclass
@@ -228,7 +237,10 @@ def _quantize(req: BuildRequest, analysis: Analysis, weights: Weights):
     from edgeconv.quant.calibrate import calibrate, load_calibration, synthetic_calibration_set
     from edgeconv.quant.quantize import quantize
 
-    if req.calib_path:
+    if req.calib_data is not None:
+        samples = req.calib_data
+        source = req.calib_source or "calibration samples given with the request"
+    elif req.calib_path:
         samples = load_calibration(req.calib_path, analysis)
         source = f"file {Path(req.calib_path).name}"
     else:
@@ -252,7 +264,10 @@ def run_build(req: BuildRequest, progress=None) -> BuildResult:
     say = progress or (lambda message: None)
     budgets = resolve_budgets(req)
     the_plan = None
-    if req.recipe:
+    if req.model is not None:
+        model = req.model
+        analysis = analyze(model)
+    elif req.recipe:
         model = load_recipe(req.recipe)
         analysis = analyze(model)
     else:
@@ -271,7 +286,10 @@ def run_build(req: BuildRequest, progress=None) -> BuildResult:
         )
         model, analysis = the_plan.model, the_plan.analysis
     memory = estimate(analysis, ram_model(req.target))
-    if req.weights_path:
+    if req.weights is not None:
+        weights = dict(req.weights)
+        weights_source = req.weights_source or "weights given with the request"
+    elif req.weights_path:
         weights = load_weights(req.weights_path, analysis)
         digest = hashlib.sha256(Path(req.weights_path).read_bytes()).hexdigest()
         weights_source = f"file {Path(req.weights_path).name} (sha256 {digest[:16]})"
@@ -349,6 +367,7 @@ def run_build(req: BuildRequest, progress=None) -> BuildResult:
         },
         "files": [name for name in result.files],
     }
+    plan_doc.update(req.plan_extra or {})
     result.files["plan.json"] = json_bytes(plan_doc)
     result.files["report.md"] = report_markdown(result).encode("utf-8")
     write_build_folder(out_dir, result.files)

@@ -94,8 +94,9 @@ def _register_commands() -> None:
     from edgeconv.cli.device import bundle, validate
     from edgeconv.cli.importer import import_model
     from edgeconv.cli.model import build, layer, targets
+    from edgeconv.cli.train import train
 
-    for command in (layer, build, targets, run, parity, bench, bundle, validate, import_model):
+    for command in (layer, build, targets, run, parity, bench, bundle, validate, train, import_model):
         cli.add_command(command)
 
 

@@ -72,6 +72,13 @@ def _augment_option(text: str | None) -> tuple[str, ...]:
 @click.option("--checkpoint", metavar="FILE", help="Checkpoint path. Default: <DIR>.train/checkpoint.pt.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint (same data and options).")
 @click.option("--out", metavar="DIR2", help="Write the trained build folder here instead of replacing DIR.")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="CPU threads (results are deterministic for a given count).",
+)
 @click.option("--quiet", is_flag=True, help="No per-epoch progress.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def train(
@@ -92,6 +99,7 @@ def train(
     checkpoint,
     resume,
     out,
+    threads,
     quiet,
     as_json,
 ):
@@ -125,6 +133,7 @@ def train(
         calib_method=calib_method,
         checkpoint=checkpoint,
         resume=resume,
+        threads=threads,
     )
 
     def say(message: str) -> None:

@@ -9,9 +9,10 @@ Recipe (standard for small CNNs, chosen to need no tuning on small data sets):
   `flip`: horizontal flip with probability ½), drawn from the epoch's own generator;
 - QAT epochs (qat.py) follow the float epochs with their own cosine schedule at lr/10.
 
-Determinism: the shuffle and augmentation of epoch e come from numpy's default_rng([seed, e])
-and torch runs with deterministic algorithms, so the same data, seed and thread count give
-the same weights, and a run resumed from a checkpoint gives the same weights as one that was
+Determinism: the shuffle and augmentation of epoch e come from numpy's default_rng([seed, e]),
+nothing draws from torch's generator, and torch's CPU kernels for these ops are deterministic
+for a fixed thread count (`edgeconv train --threads`, default 1: the small nets edgeconv plans
+train fastest on one thread), so the same data, seed and thread count give the same weights, and a run resumed from a checkpoint gives the same weights as one that was
 never interrupted. The checkpoint (module, optimizer, scheduler, epoch, history) is written
 atomically after every epoch, so Ctrl-C leaves the last good one.
 """
@@ -209,7 +210,6 @@ def train(
     `qat_setup(module)` is called at the start of every QAT epoch (it installs or refreshes
     the fake quantization; see qat.py).
     """
-    torch.use_deterministic_algorithms(True)
     progress = progress or Progress(False)
     n = len(x)
     steps = math.ceil(n / cfg.batch)

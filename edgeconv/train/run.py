@@ -43,6 +43,7 @@ class TrainRequest:
     calib_method: str = "minmax"
     checkpoint: str | None = None
     resume: bool = False
+    threads: int = 1
 
 
 def default_checkpoint(folder: str | Path) -> Path:
@@ -125,6 +126,7 @@ def run_training(req: TrainRequest, say=print, progress_enabled: bool = True) ->
     )
     checkpoint = Path(req.checkpoint) if req.checkpoint else default_checkpoint(req.folder)
     torch.manual_seed(req.seed)
+    torch.set_num_threads(req.threads)
     module = to_module(analysis, build.weights)
     fingerprint = {"data_sha256": _digest(data), "config": asdict(cfg), "model": analysis.model.name}
     if req.resume:
