@@ -55,6 +55,7 @@ from edgeconv.core.ir import (
     Softmax,
 )
 from edgeconv.frontends import ImportedModel
+from edgeconv.plan.recipes import LAYER_NAME
 from edgeconv.quant.params import QuantParams, TensorQuant
 
 MAX_FILE_BYTES = 512 * 2**20
@@ -260,11 +261,15 @@ class _Importer:
         axis = int(q.quantizedDimension) if len(scale) > 1 else None
         return TensorQuant(tuple(scale), tuple(zp), "int8", axis)
 
-    def new_name(self, op: str, hint_tensor: str) -> str:
-        """A layer name from the file's tensor name: the Keras layer ('model/conv2d_3/Conv2D' ->
-        'conv2d_3'), else the op; letters, digits, '_', '.', '-'; unique."""
+    def new_name(self, op: str, out_tensor: str, hint_tensor: str | None = None) -> str:
+        """A layer name: the output tensor's name when it is already a clean layer name (files
+        edgeconv wrote), else the Keras layer in the file's names ('model/conv2d_3/Conv2D' ->
+        'conv2d_3', from the weights for a weighted op), else the op; unique."""
+        if LAYER_NAME.match(out_tensor) and out_tensor not in self.used_names:
+            self.used_names.add(out_tensor)
+            return out_tensor
         base = ""
-        last = hint_tensor.split(";")[-1]
+        last = (hint_tensor or out_tensor).split(";")[-1]
         parts = [p for p in last.split("/") if p]
         if len(parts) >= 2:
             base = parts[-2]
@@ -516,7 +521,7 @@ class _Importer:
         if len(w_shape) != 4 or len(in_shape) != 4:
             raise self.fail(f"{kind} writing {self.tname(out)!r}: expected 4-D input and weights, got {list(w_shape)}")
         c_in = in_shape[3]
-        name = self.new_name("depthwise_conv2d" if depthwise else "conv2d", self.tname(ins[1]))
+        name = self.new_name("depthwise_conv2d" if depthwise else "conv2d", self.tname(out), self.tname(ins[1]))
         kernel = (w_shape[2], w_shape[1])
         stride = (opts.strideW, opts.strideH)
         padding = self._window_padding(opts, src, kernel, stride, name)
@@ -622,7 +627,7 @@ class _Importer:
                 f"FULLY_CONNECTED writing {self.tname(out)!r} reads the 4-D {list(src.shape)} without a RESHAPE"
             )
         act = self.activation_of(opts.fusedActivationFunction if opts else 0, "FULLY_CONNECTED", out)
-        name = self.new_name("dense", self.tname(ins[1]))
+        name = self.new_name("dense", self.tname(out), self.tname(ins[1]))
         bias = ins[2] if len(ins) > 2 else -1
         self.take_weights(name, "dense", ins[1], bias, w_shape[0], src.layer)
         self.emit(Dense(name, w_shape[0], act, (src.layer,)), out)
