@@ -30,3 +30,7 @@ class ImportedModel:
     # names are kept there; IR names are short and clean): how per-layer checks find a layer
     # in `original_artifact`. Empty when the names are the same.
     tensor_names: dict[str, str] = field(default_factory=dict)
+    # the layout of the source file's input: "NHWC" (TFLite, tf2onnx), "NCHW" (PyTorch ONNX) or
+    # "vector" ([1, N], taken as a 1x1xN map). edgeconv's own inputs are always NHWC; data made
+    # for the source file must be transposed (NCHW) or reshaped (vector) to feed the build.
+    input_layout: str = "NHWC"
