@@ -314,7 +314,8 @@ def _plan_doc(result: ImportResult, target) -> dict:
             "derived": s["derived"],
             "tensor_names": {result.original: dict(result.imported.tensor_names)} if result.original else {},
             "notes": list(result.imported.notes),
-            "fidelity": s["fidelity"],
+            # without its run time, so the same inputs give a byte-identical plan.json
+            "fidelity": None if s["fidelity"] is None else {k: v for k, v in s["fidelity"].items() if k != "seconds"},
         },
         "files": list(result.files),
     }
