@@ -101,30 +101,52 @@ def test_cli_pass_writes_json_markdown_and_junit(resnet8, tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["passed"] and doc["samples"] == 32 and [t["target"] for t in doc["targets"]] == ["cpu", "arm"]
+    assert doc["verdicts"] == {"deployment": True, "quality": True, "source": None} and doc["exit_code"] == 0
     for t in doc["targets"]:
-        assert t["vs_golden"]["max_lsb"] == 0 and t["vs_float"]["sqnr_db"] > 25
+        assert t["deployment"]["vs_golden"]["max_lsb"] == 0 and t["quality"]["vs_float"]["sqnr_db"] > 15
+        assert len(t["deployment"]["per_layer"]) == 15  # every layer, by default
+        assert all(row["max_lsb"] == 0 for row in t["deployment"]["per_layer"])
+        assert {c["kind"] for c in t["deployment"]["checks"]} == {"deployment"}
+        assert {c["kind"] for c in t["quality"]["checks"]} == {"quality"}
     assert doc["pairwise"][0]["a"] == "cpu" and doc["pairwise"][0]["b"] == "arm"
-    suite = ET.parse(junit).getroot().find("testsuite")
-    cases = suite.findall("testcase")
-    assert suite.get("failures") == "0" and len(cases) == 6  # 2 targets x (lsb, sqnr, top-1)
-    assert {c.get("name") for c in cases} == {"lsb_vs_golden", "sqnr_vs_float", "top1_vs_float"}
+    suites = {s.get("name").split()[2]: s for s in ET.parse(junit).getroot().findall("testsuite")}
+    assert set(suites) == {"deployment", "quality"}
+    deploy = {c.get("name") for c in suites["deployment"].findall("testcase")}
+    quality = {c.get("name") for c in suites["quality"].findall("testcase")}
+    assert deploy == {"lsb_vs_golden", "lsb_every_layer"}
+    assert quality == {"sqnr_logits", "sqnr_vs_float", "top1_vs_float"}
+    assert all(s.get("failures") == "0" for s in suites.values())
+    assert len(suites["deployment"].findall("testcase")) == 4 and len(suites["quality"].findall("testcase")) == 6
     assert "PASS" in md.read_text()
 
 
-def test_cli_failure_exits_1_with_junit_failures(resnet8, tmp_path):
+def test_quality_failure_exits_4_with_junit_failures_in_the_quality_suite(resnet8, tmp_path):
     pytest.importorskip("ai_edge_litert")
     profile = tmp_path / "strict.toml"
     text = Path(load_target("arm").source).read_text()
+    assert "min_sqnr_db = 15.0" in text
     profile.write_text(
-        text.replace('name = "arm"', 'name = "strict"').replace("min_sqnr_db = 25.0", "min_sqnr_db = 60.0")
+        text.replace('name = "arm"', 'name = "strict"').replace("min_sqnr_db = 15.0", "min_sqnr_db = 60.0")
     )
     junit = tmp_path / "fail.xml"
     r = _invoke("parity", resnet8, "--targets", profile, "--junit", junit)
-    assert r.exit_code == 1
+    assert r.exit_code == 4, r.output  # quality only: deployment passed
     errors = [line for line in r.stderr.splitlines() if line.startswith("edgeconv: error:")]
-    assert len(errors) == 1 and "strict sqnr_vs_float" in errors[0]
-    failures = ET.parse(junit).getroot().find("testsuite").findall("testcase/failure")
+    assert len(errors) == 1 and "strict quality sqnr_logits" in errors[0]
+    suites = {s.get("name").split()[2]: s for s in ET.parse(junit).getroot().findall("testsuite")}
+    assert suites["deployment"].get("failures") == "0"
+    failures = suites["quality"].findall("testcase/failure")
     assert len(failures) == 1 and "floor 60 dB" in failures[0].get("message")
+    # the run's floor wins over the profile's
+    r = _invoke("parity", resnet8, "--targets", profile, "--min-sqnr", "10", "--min-top1", "0.5")
+    assert r.exit_code == 0, r.output
+
+
+def test_floor_options_are_checked(resnet8):
+    r = _invoke("parity", resnet8, "--targets", "cpu", "--min-top1", "1.5")
+    assert r.exit_code == 2 and "--min-top1" in r.stderr
+    r = _invoke("parity", resnet8, "--targets", "cpu", "--min-sqnr", "nan")
+    assert r.exit_code == 2 and "--min-sqnr" in r.stderr
 
 
 def test_missing_runtime_exits_2_naming_the_package(resnet8, tmp_path):
@@ -162,7 +184,7 @@ def test_given_inputs_file(resnet8, tmp_path):
     pytest.importorskip("tflite_micro")
     x = np.random.default_rng(5).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
     np.savez(tmp_path / "x.npz", x=x)
-    r = _invoke("parity", resnet8, "--targets", "mcu", "--inputs", tmp_path / "x.npz", "--json", "--per-layer")
+    r = _invoke("parity", resnet8, "--targets", "mcu", "--inputs", tmp_path / "x.npz", "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["samples"] == 8 and "x.npz" in doc["inputs"]

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from edgeconv.cli.common import INT, check_sample_count, check_seed, emit_json, float_inputs, targets_option
+from edgeconv.cli.common import FLOAT, INT, check_sample_count, check_seed, emit_json, float_inputs, targets_option
 from edgeconv.core.errors import UsageError
 
 
@@ -84,45 +84,114 @@ def run(folder, target, input_path, output_path, as_json):
 )
 @click.option("--samples", type=INT, default=32, show_default=True, help="Size of the synthetic input set.")
 @click.option("--seed", type=INT, default=0, show_default=True, help="Seed of the synthetic inputs.")
-@click.option("--per-layer", is_flag=True, help="Compare every layer, not only when a target fails.")
+@click.option(
+    "--layers",
+    type=click.Choice(["all", "output"]),
+    default="all",
+    show_default=True,
+    help="Deployment check at every layer the artifact exposes, or at the output only.",
+)
+@click.option("--per-layer", is_flag=True, hidden=True, help="Kept for old scripts: every layer is the default.")
+@click.option(
+    "--min-sqnr", type=FLOAT, metavar="DB", help="Quality floor: SQNR at the logits (default: the profile's)."
+)
+@click.option(
+    "--min-sqnr-output", type=FLOAT, metavar="DB", help="Quality floor: SQNR at the output (default: the profile's)."
+)
+@click.option("--min-top1", type=FLOAT, metavar="SHARE", help="Quality floor: top-1 agreement with float, 0..1.")
+@click.option(
+    "--source",
+    "source_path",
+    metavar="MODEL",
+    help="Source model (.tflite/.onnx) the IR came from: checks the float reference against it on its own runtime.",
+)
+@click.option(
+    "--labels",
+    "labels_path",
+    is_flag=False,
+    flag_value="-",
+    default=None,
+    metavar="[Y.npy]",
+    help="Class labels of --inputs: a .npy (or .npz with y), or bare --labels for y inside the --inputs .npz; "
+    "adds the accuracy of the float reference and of every target.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--md", "md_path", metavar="FILE", help="Write a Markdown summary.")
-@click.option("--junit", "junit_path", metavar="FILE", help="Write JUnit XML (one test case per target x check).")
-def parity(folder, target_list, inputs_path, samples, seed, per_layer, as_json, md_path, junit_path):
-    """Check every target against the float and int8 golden references and each other.
+@click.option("--junit", "junit_path", metavar="FILE", help="Write JUnit XML (a test suite per verdict kind).")
+def parity(
+    folder,
+    target_list,
+    inputs_path,
+    samples,
+    seed,
+    layers,
+    per_layer,
+    min_sqnr,
+    min_sqnr_output,
+    min_top1,
+    source_path,
+    labels_path,
+    as_json,
+    md_path,
+    junit_path,
+):
+    """Check every target against its int8 golden (deployment) and the float reference (quality).
 
-    Exit 0 when every check passes, 1 when one fails, 2 for bad usage or a missing runtime.
+    Deployment: LSB vs the target's rounding-family golden at the output and at every layer.
+    Quality: SQNR at the logits and the output, top-1 agreement. Source (--source): the IR vs
+    the source model. Exit 0 when every check passes; else the OR of 1 (deployment failed),
+    4 (quality failed), 8 (source failed); 2 for bad usage or a missing runtime.
     """
     from pathlib import Path
 
     from edgeconv.artifacts.folder import load_build
     from edgeconv.core.errors import CheckFailed
-    from edgeconv.core.io import check_output_path, write_bytes_atomic
+    from edgeconv.core.io import write_bytes_atomic
     from edgeconv.parity.report import to_json, to_junit, to_markdown, to_text
-    from edgeconv.parity.run import comparison_inputs, run_parity
+    from edgeconv.parity.run import Floors, comparison_inputs, run_parity
 
-    check_sample_count(samples, "--samples")
     check_seed(seed)
-    for path, what in ((md_path, "--md"), (junit_path, "--junit")):
-        if path:
-            check_output_path(Path(path), what)
+    if not inputs_path:
+        check_sample_count(samples, "--samples", minimum=1)
+    if min_top1 is not None and not 0 <= min_top1 <= 1:
+        raise UsageError(f"--min-top1: expected a share in [0, 1], got {min_top1}")
     build = load_build(folder)
     targets_ = targets_option(target_list)
-    x, source = comparison_inputs(build, inputs_path, samples, seed)
+    labels = None
+    if labels_path is not None:
+        from edgeconv.train.data import load_labelled
+
+        if not inputs_path:
+            raise UsageError("--labels: expected --inputs X.npz (the labelled inputs), got no --inputs")
+        labelled = load_labelled(inputs_path, build.analysis, None if labels_path == "-" else labels_path, "--inputs")
+        x, source, labels = labelled.x, f"file {Path(inputs_path).name}", labelled.y
+    else:
+        x, source = comparison_inputs(build, inputs_path, samples, seed)
     report = run_parity(
-        build, targets_, x, source, per_layer, progress=None if as_json else lambda msg: click.echo(msg, err=True)
+        build,
+        targets_,
+        x,
+        source,
+        per_layer=layers == "all" or per_layer,
+        progress=None if as_json else lambda msg: click.echo(msg, err=True),
+        floors=Floors(min_sqnr, min_sqnr_output, min_top1),
+        source=source_path,
+        labels=labels,
     )
     if md_path:
-        write_bytes_atomic(Path(md_path), to_markdown(report).encode("utf-8"), "--md")
+        write_bytes_atomic(Path(md_path), to_markdown(report).encode("utf-8"))
     if junit_path:
-        write_bytes_atomic(Path(junit_path), to_junit(report), "--junit")
+        write_bytes_atomic(Path(junit_path), to_junit(report))
     if as_json:
         emit_json(to_json(report))
     else:
         click.echo(to_text(report))
     if not report.passed:
-        failed = [f"{c.target} {c.name}" for r in report.results for c in r.checks if not c.passed]
-        raise CheckFailed(f"parity failed: {', '.join(failed)}")
+        failed = [f"{c.target} {c.kind} {c.name}" for c in report.checks if not c.passed]
+        raise CheckFailed(
+            f"parity failed ({', '.join(report.failed_kinds)}; exit {report.exit_code}): {', '.join(failed)}",
+            report.exit_code,
+        )
 
 
 @click.command()

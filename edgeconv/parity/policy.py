@@ -11,6 +11,18 @@
 - SQNR against the float reference at least `min_sqnr_db`; top-1 agreement with the float
   reference at least `min_top1_agreement` (classifiers only).
 All numbers live in the target profiles (targets/*.toml, [tolerance]).
+
+Every check has a kind, and the kinds are reported apart (a table column, a JSON section, a
+JUnit test suite each) and map to separate exit-code bits:
+- deployment (exit bit 1): does the target compute what its kernels should: LSB against its
+  family's golden at the output and at every layer the artifact exposes; a hard gate.
+- quality (exit bit 4): how far int8 is from float on the user's inputs: SQNR at the logits
+  (the softmax input, where softmax can neither amplify nor hide differences) and at the
+  output, top-1 agreement, accuracy when labels are given. Floors are defaults (measured on
+  the trained MLPerf ResNet-8 with real-photo inputs, README "Parity verdicts").
+- source (exit bit 8): the IR's float reference against the source model on its own runtime.
+Bits are OR'ed when several kinds fail (5 = deployment and quality); 2 stays "bad usage" and
+3 "internal error", so every code is unambiguous.
 """
 
 from __future__ import annotations
@@ -48,6 +60,34 @@ def allowed_lsb(policy: str, cap: int, n_requantizing: int) -> int:
     raise ValueError(f"tolerance policy: expected 'exact' or 'cross_family', got {policy!r}")
 
 
+DEPLOYMENT, QUALITY, SOURCE = "deployment", "quality", "source"
+KINDS = (DEPLOYMENT, QUALITY, SOURCE)
+EXIT_BITS = {DEPLOYMENT: 1, QUALITY: 4, SOURCE: 8}
+# check name -> kind; a name not listed is a deployment check (a gate, never silently soft)
+CHECK_KINDS = {
+    "lsb_vs_golden": DEPLOYMENT,
+    "lsb_every_layer": DEPLOYMENT,
+    "softmax_head": DEPLOYMENT,
+    "sqnr_logits": QUALITY,
+    "sqnr_vs_float": QUALITY,
+    "top1_vs_float": QUALITY,
+    "accuracy": QUALITY,
+    "source_vs_ir": SOURCE,
+}
+
+
+def check_kind(name: str) -> str:
+    return CHECK_KINDS.get(name, DEPLOYMENT)
+
+
+def exit_code(failed_kinds) -> int:
+    """The exit code for the kinds of check that failed (0 when none did)."""
+    code = 0
+    for kind in set(failed_kinds):
+        code |= EXIT_BITS[kind]
+    return code
+
+
 @dataclass(frozen=True)
 class Check:
     """One verdict: a target × check pair, as it appears in every report."""
@@ -59,6 +99,10 @@ class Check:
     limit: float | int | None
     message: str
 
+    @property
+    def kind(self) -> str:
+        return check_kind(self.name)
+
 
 def lsb_check(target: str, max_lsb: int, allowed: int, golden: str) -> Check:
     ok = max_lsb <= allowed
@@ -67,14 +111,50 @@ def lsb_check(target: str, max_lsb: int, allowed: int, golden: str) -> Check:
     )
 
 
-def sqnr_check(target: str, sqnr: float, floor: float) -> Check:
+def sqnr_check(target: str, sqnr: float, floor: float, where: str | None = None) -> Check:
+    """SQNR at the output ("sqnr_vs_float"), or at the logits when `where` names them."""
+    at = f" at the logits ({where})" if where else " at the output"
     return Check(
         target,
-        "sqnr_vs_float",
+        "sqnr_logits" if where else "sqnr_vs_float",
         sqnr >= floor,
         round(sqnr, 2) if sqnr != float("inf") else sqnr,
         floor,
-        f"SQNR {sqnr:.2f} dB vs the float reference (floor {floor:g} dB)",
+        f"SQNR {sqnr:.2f} dB{at} vs the float reference (floor {floor:g} dB)",
+    )
+
+
+def accuracy_check(target: str, accuracy: float, float_accuracy: float, max_drop: float) -> Check:
+    """Accuracy on labelled inputs: at most `max_drop` below the float model's (slot for `--labels`)."""
+    return Check(
+        target,
+        "accuracy",
+        accuracy >= float_accuracy - max_drop,
+        round(accuracy, 4),
+        round(float_accuracy - max_drop, 4),
+        f"accuracy {accuracy:.1%} with labels, float {float_accuracy:.1%} (allowed drop {max_drop:.0%})",
+    )
+
+
+def layers_check(target: str, rows: list[dict], golden: str, skip: tuple[str, ...] = ()) -> Check:
+    """The LSB bound at every layer the artifact exposes (rows of per-layer statistics with
+    'allowed', each layer against the golden op fed with the target's own inputs); names the
+    first layer beyond its allowance, else the worst layer."""
+    rows = [r for r in rows if r["layer"] not in skip]
+    bad = [r for r in rows if r["max_lsb"] > r["allowed"]]
+    if not rows:
+        return Check(target, "lsb_every_layer", True, 0, 0, "no layer exposed")
+    worst = bad[0] if bad else max(rows, key=lambda r: (r["max_lsb"] - r["allowed"], r["max_lsb"]))
+    where = "first beyond tolerance" if bad else "worst"
+    return Check(
+        target,
+        "lsb_every_layer",
+        not bad,
+        int(worst["max_lsb"]),
+        int(worst["allowed"]),
+        f"{len(rows)} layers, each on the target's own inputs, vs the {golden} golden: {where} {worst['layer']} ({worst['op']}) "
+        f"max {worst['max_lsb']} LSB (allowed {worst['allowed']})"
+        + (f"; {len(bad)} layers beyond tolerance" if len(bad) > 1 else ""),
     )
 
 

@@ -11,11 +11,16 @@ import numpy as np
 from edgeconv.artifacts.folder import BuiltModel, to_int8_convention
 from edgeconv.backends import get_backend, require
 from edgeconv.core import reference
+from edgeconv.core.ir import INPUT
 from edgeconv.parity import metrics
 from edgeconv.parity.policy import (
+    KINDS,
     Check,
+    accuracy_check,
     allowed_lsb,
+    exit_code,
     golden_runtime,
+    layers_check,
     lsb_check,
     requantizing_layers,
     softmax_head_checks,
@@ -50,10 +55,19 @@ class TargetResult:
     output_q: np.ndarray = field(repr=False, default=None)
     divergence: LayerDivergence | None = None
     per_layer: list[dict] = field(default_factory=list)
+    pins: dict = field(default_factory=dict)  # what the numerics depend on (runtime versions, htp_arch, ...)
 
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
+
+    def of_kind(self, kind: str) -> list[Check]:
+        return [c for c in self.checks if c.kind == kind]
+
+    def verdict(self, kind: str) -> bool | None:
+        """True/False for the kind's checks, None when the target has none of that kind."""
+        checks = self.of_kind(kind)
+        return all(c.passed for c in checks) if checks else None
 
 
 @dataclass
@@ -64,10 +78,29 @@ class ParityReport:
     results: list[TargetResult]
     pairwise: list[dict]
     seconds: float
+    source_checks: list[Check] = field(default_factory=list)  # the IR vs the source model (no target)
+    source_stats: dict | None = None
+    float_accuracy: float | None = None
+
+    @property
+    def checks(self) -> list[Check]:
+        return [c for r in self.results for c in r.checks] + self.source_checks
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        return all(c.passed for c in self.checks)
+
+    def verdict(self, kind: str) -> bool | None:
+        checks = [c for c in self.checks if c.kind == kind]
+        return all(c.passed for c in checks) if checks else None
+
+    @property
+    def failed_kinds(self) -> list[str]:
+        return [k for k in KINDS if self.verdict(k) is False]
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.failed_kinds)
 
 
 def parity_inputs(analysis, n: int, seed: int) -> np.ndarray:
@@ -108,33 +141,109 @@ def _is_classifier(build: BuiltModel) -> bool:
     return info.op in ("softmax", "dense") and info.out_shape[2] > 1
 
 
-def per_layer_comparison(
-    build: BuiltModel, target: Target, backend, x_q: np.ndarray, x_q_int8: np.ndarray, golden: str
+def layer_allowance(target: Target) -> int:
+    """LSB a layer may differ from the golden op fed with the target's own inputs to it: 0 in
+    the golden's own family, the profile's `layer_lsb` (1) across families."""
+    tol = target.tolerance
+    return 0 if tol.lsb_policy == "exact" else tol.layer_lsb
+
+
+def per_layer_rows(
+    build: BuiltModel,
+    target: Target,
+    got: dict[str, np.ndarray],
+    want: dict[str, np.ndarray],
+    golden: str | None = None,
 ) -> tuple[list[dict], LayerDivergence | None]:
-    """Each layer's output on the target against the golden's; the first beyond tolerance."""
-    names = [info.name for info in build.analysis.layers]
-    got = backend.run_layers(build, x_q, names)
-    want = run_int8(build.analysis, build.qparams, x_q_int8, golden, keep_all=True)
+    """Each layer the target exposes against the golden, two ways:
+
+    - local ("max_lsb", the deployment gate): the golden op run on the target's own inputs to
+      that layer, against the target's output: what this layer computed, independent of
+      rounding differences upstream (which across families accumulate with depth);
+    - chain ("chain_max_lsb", informational): against the golden run end to end from the input.
+    Without `golden` only the chain comparison is made (and gated as before)."""
+    from edgeconv.quant.golden import run_layer
+
+    analysis = build.analysis
     rows, divergence = [], None
-    for info in build.analysis.layers:
-        stats = metrics.lsb_stats(want[info.name], to_int8_convention(got[info.name]).reshape(want[info.name].shape))
-        allowed = allowed_lsb(
-            target.tolerance.lsb_policy,
-            target.tolerance.max_lsb_vs_golden,
-            requantizing_layers(build.analysis, info.name),
-        )
-        row = {"layer": info.name, "op": info.op, "allowed": allowed, **stats}
+    for layer, info in zip(analysis.model.layers, analysis.layers):
+        if info.name not in got:
+            continue
+        target_out = to_int8_convention(got[info.name]).reshape(want[info.name].shape)
+        chain = metrics.lsb_stats(want[info.name], target_out)
+        row = {"layer": info.name, "op": info.op}
+        if golden is not None and all(src in got or src == INPUT for src in layer.inputs):
+            args = [
+                want[INPUT] if src == INPUT else to_int8_convention(got[src]).reshape(want[src].shape)
+                for src in layer.inputs
+            ]
+            if all(np.array_equal(a, want[src]) for a, src in zip(args, layer.inputs)):
+                local = chain  # the same inputs as the golden chain: the same golden output
+            else:
+                local = metrics.lsb_stats(run_layer(layer, info, args, build.qparams, golden), target_out)
+            row.update(allowed=layer_allowance(target), **local)
+        else:
+            allowed = allowed_lsb(
+                target.tolerance.lsb_policy,
+                target.tolerance.max_lsb_vs_golden,
+                requantizing_layers(analysis, info.name),
+            )
+            row.update(allowed=allowed, **chain)
+        row.update(chain_max_lsb=chain["max_lsb"], chain_share_differing=chain["share_differing"])
         rows.append(row)
-        if divergence is None and stats["max_lsb"] > allowed:
+        if divergence is None and row["max_lsb"] > row["allowed"]:
             divergence = LayerDivergence(
-                info.name, info.op, stats["max_lsb"], allowed, stats["share_differing"], rows[:-1]
+                info.name, info.op, row["max_lsb"], row["allowed"], row["share_differing"], rows[:-1]
             )
     return rows, divergence
 
 
+def per_layer_comparison(
+    build: BuiltModel, target: Target, backend, x_q: np.ndarray, x_q_int8: np.ndarray, golden: str
+) -> tuple[list[dict], LayerDivergence | None]:
+    """Each layer's output on the target (the artifact with every layer exposed) against the golden's."""
+    names = [info.name for info in build.analysis.layers]
+    got = backend.run_layers(build, x_q, names)
+    want = run_int8(build.analysis, build.qparams, x_q_int8, golden, keep_all=True)
+    return per_layer_rows(build, target, got, want, golden)
+
+
+@dataclass(frozen=True)
+class Floors:
+    """Quality floors of one run: the profile's, or what --min-sqnr / --min-top1 set."""
+
+    min_sqnr_db: float | None = None
+    min_sqnr_output_db: float | None = None
+    min_top1_agreement: float | None = None
+
+    def resolve(self, target: Target) -> tuple[float, float, float]:
+        tol = target.tolerance
+        return (
+            tol.min_sqnr_db if self.min_sqnr_db is None else self.min_sqnr_db,
+            tol.min_sqnr_output_db if self.min_sqnr_output_db is None else self.min_sqnr_output_db,
+            tol.min_top1_agreement if self.min_top1_agreement is None else self.min_top1_agreement,
+        )
+
+
+def logits_layer(build: BuiltModel) -> str | None:
+    """The softmax input of a model that ends in softmax (quality is measured there), else None."""
+    last = build.analysis.layers[-1]
+    return last.inputs[0] if last.op == "softmax" else None
+
+
 def check_target(
-    build: BuiltModel, target: Target, x: np.ndarray, float_out: np.ndarray, per_layer: bool = False
+    build: BuiltModel,
+    target: Target,
+    x: np.ndarray,
+    float_out: np.ndarray | dict[str, np.ndarray],
+    per_layer: bool = True,
+    floors: Floors | None = None,
+    labels: np.ndarray | None = None,
 ) -> TargetResult:
+    """Deployment checks (LSB vs the target's golden at the output and, by default, at every
+    layer the artifact exposes) and quality checks (SQNR at the logits and the output, top-1,
+    accuracy with labels). `float_out` is the float reference's output, or all its tensors
+    (reference.run keep_all), which the logits SQNR needs."""
     backend = require(get_backend(target))
     analysis, tol = build.analysis, target.tolerance
     dtype = target_dtype(build, target)
@@ -143,45 +252,71 @@ def check_target(
     golden = golden_runtime(target.backend, target.rounding, target.option("kernels"))
     output = analysis.model.output
     split_head = splits_softmax_head(analysis, tol.lsb_policy)
-    logits = analysis.layers[-1].inputs[0] if split_head else None
+    logits = logits_layer(build)
+    float_all = float_out if isinstance(float_out, dict) else {output: float_out}
     start = time.perf_counter()
-    if split_head:
-        got = backend.run_layers(build, x_q, [logits, output])
-        got = {k: to_int8_convention(v) for k, v in got.items()}
-        out_q = got[output]
-    else:
-        out_q = to_int8_convention(backend.run(build, x_q))
+    out_q = to_int8_convention(backend.run(build, x_q))  # the artifact as deployed, nothing exposed
     seconds = time.perf_counter() - start
-    want_all = run_int8(analysis, build.qparams, x_q_int8, golden, keep_all=split_head)
+    names = [info.name for info in analysis.layers] if per_layer else [n for n in (logits,) if n]
+    got = {k: to_int8_convention(v) for k, v in backend.run_layers(build, x_q, names).items()} if names else {}
+    want_all = run_int8(analysis, build.qparams, x_q_int8, golden, keep_all=True)
     want = want_all[output]
     out_q = out_q.reshape(want.shape)
     classifier = _is_classifier(build)
-    fstats = metrics.float_stats(float_out, dequantize(out_q, build.qparams.activations[output], "int8"), classifier)
+    out_tq = build.qparams.activations[output]
+    fstats = metrics.float_stats(float_all[output], dequantize(out_q, out_tq, "int8"), classifier)
     lstats = metrics.lsb_stats(want, out_q)
-    if split_head:
-        allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis, logits))
-        checks = softmax_head_checks(
-            target.name,
-            golden,
-            logits,
-            want_all[logits],
-            got[logits],
-            build.qparams.activations[logits],
-            out_q,
-            output,
-            allowed,
-            tol.head_lsb,
-            lstats["max_lsb"],
-        )
-    else:
+    # -- deployment --------------------------------------------------------------------------
+    # in the golden's own family the output must match end to end; across families rounding
+    # differences accumulate with depth, so the gate is every layer on its own inputs (below)
+    # and the end-to-end LSB are reported for information
+    checks = []
+    if tol.lsb_policy == "exact":
         allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis))
-        checks = [lsb_check(target.name, lstats["max_lsb"], allowed, f"{golden} golden reference")]
-    checks.append(sqnr_check(target.name, fstats["sqnr_db"], tol.min_sqnr_db))
+        checks.append(lsb_check(target.name, lstats["max_lsb"], allowed, f"{golden} golden reference"))
+    elif not per_layer:  # output only, across families: the logits bound and the softmax head
+        if split_head:
+            allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis, logits))
+            checks += softmax_head_checks(
+                target.name,
+                golden,
+                logits,
+                want_all[logits],
+                got[logits],
+                build.qparams.activations[logits],
+                out_q,
+                output,
+                allowed,
+                tol.head_lsb,
+                lstats["max_lsb"],
+            )
+        else:
+            allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis))
+            checks.append(lsb_check(target.name, lstats["max_lsb"], allowed, f"{golden} golden reference"))
+    rows, divergence = [], None
+    if per_layer:
+        rows, divergence = per_layer_rows(build, target, got, want_all, golden)
+        checks.append(layers_check(target.name, rows, golden))
+    # -- quality -----------------------------------------------------------------------------
+    min_sqnr, min_sqnr_out, min_top1 = (floors or Floors()).resolve(target)
+    if logits and logits in float_all and logits in got:
+        got_logits = dequantize(got[logits], build.qparams.activations[logits], "int8")
+        sqnr_logits = metrics.sqnr_db(float_all[logits], got_logits.reshape(float_all[logits].shape))
+        fstats["sqnr_logits_db"] = sqnr_logits
+        checks.append(sqnr_check(target.name, sqnr_logits, min_sqnr, logits))
+        checks.append(sqnr_check(target.name, fstats["sqnr_db"], min_sqnr_out))
+    else:  # no softmax: the output is the logits (or the model's last tensor)
+        checks.append(sqnr_check(target.name, fstats["sqnr_db"], min_sqnr))
     if classifier:
-        checks.append(top1_check(target.name, fstats["top1_agreement"], tol.min_top1_agreement))
+        checks.append(top1_check(target.name, fstats["top1_agreement"], min_top1))
+    if labels is not None:
+        y = dequantize(out_q, out_tq, "int8").reshape(len(x), -1)
+        accuracy = float(np.mean(y.argmax(axis=1) == labels))
+        float_accuracy = float(np.mean(float_all[output].reshape(len(x), -1).argmax(axis=1) == labels))
+        fstats["accuracy"] = accuracy
+        checks.append(accuracy_check(target.name, accuracy, float_accuracy, tol.max_accuracy_drop))
     result = TargetResult(target.name, golden, dtype, seconds, fstats, lstats, checks, out_q)
-    if per_layer or not all(c.passed for c in checks[:2]):
-        result.per_layer, result.divergence = per_layer_comparison(build, target, backend, x_q, x_q_int8, golden)
+    result.per_layer, result.divergence = rows, divergence
     return result
 
 
@@ -190,18 +325,40 @@ def run_parity(
     targets: Sequence[Target],
     x: np.ndarray,
     input_source: str,
-    per_layer: bool = False,
+    per_layer: bool = True,
     progress: Callable[[str], None] | None = None,
+    floors: Floors | None = None,
+    labels: np.ndarray | None = None,
+    source: str | None = None,
 ) -> ParityReport:
+    """Every target on x. per_layer (default): the deployment check covers every layer the
+    artifact exposes, not only the output. `source`: a source model file (.onnx / .tflite)
+    whose own runtime's outputs the IR's float reference must match (the source check)."""
     start = time.perf_counter()
-    float_out = reference.run(build.analysis, build.weights, x)[build.analysis.model.output]
+    float_all = reference.run(build.analysis, build.weights, x, keep_all=True)
     for target in targets:  # fail fast on a missing runtime, before any long run
         require(get_backend(target))
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if labels.shape[0] != len(x):
+            from edgeconv.core.errors import UsageError
+
+            raise UsageError(f"--labels: expected {len(x)} labels (one per input), got {labels.shape[0]}")
+    source_checks, source_stats = [], None
+    if source:
+        from edgeconv.parity.source import source_check
+
+        if progress:
+            progress(f"source: running {source} on its own runtime")
+        check, source_stats = source_check(build, source, x, float_all[build.analysis.model.output])
+        source_checks.append(check)
     results = []
     for target in targets:
         if progress:
             progress(f"{target.name}: running {len(x)} samples")
-        results.append(check_target(build, target, x, float_out, per_layer))
+        result = check_target(build, target, x, float_all, per_layer, floors, labels)
+        result.pins = target_pins(target)
+        results.append(result)
     pairwise = []
     for i, a in enumerate(results):
         for b in results[i + 1 :]:
@@ -209,4 +366,36 @@ def run_parity(
             pairwise.append(
                 {"a": a.target, "b": b.target, "max_lsb": stats["max_lsb"], "share_differing": stats["share_differing"]}
             )
-    return ParityReport(build.name, len(x), input_source, results, pairwise, time.perf_counter() - start)
+    float_accuracy = None
+    if labels is not None:
+        out = float_all[build.analysis.model.output].reshape(len(x), -1)
+        float_accuracy = float(np.mean(out.argmax(axis=1) == labels))
+    return ParityReport(
+        build.name,
+        len(x),
+        input_source,
+        results,
+        pairwise,
+        time.perf_counter() - start,
+        source_checks,
+        source_stats,
+        float_accuracy,
+    )
+
+
+def target_pins(target: Target) -> dict:
+    """What a target's numerics depend on, recorded in every report: the runtime packages'
+    versions and the pinned options (htp_arch, soc_model, kernels, ...)."""
+    from importlib import metadata
+
+    versions = {}
+    for package in target.packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    pins: dict = {"packages": versions, "rounding": target.rounding}
+    for key in ("htp_arch", "soc_model", "qnn_sdk", "kernels"):
+        if target.option(key) is not None:
+            pins[key] = str(target.option(key))
+    return pins

@@ -27,8 +27,14 @@ class Tolerance:
     lsb_policy: str = "exact"  # "exact" (same rounding family as its golden) or "cross_family"
     max_lsb_vs_golden: int = 0  # exact: 0; cross_family: the cap of min(requantizing layers, cap)
     head_lsb: int = 1  # cross_family: softmax on the target's own logits vs the golden softmax
-    min_sqnr_db: float = 25.0  # vs the float reference
-    min_top1_agreement: float = 0.9
+    layer_lsb: int = 1  # cross_family: each layer on the target's own inputs vs the golden op
+    # quality floors vs the float reference; defaults from the trained MLPerf ResNet-8 on real
+    # photos (README "Parity verdicts"): lowest correct deployment 22.1 dB at the logits,
+    # 14.1 dB at the softmax output, 78% top-1 (TF's published int8 file)
+    min_sqnr_db: float = 15.0  # at the logits (the softmax input; the output when there is no softmax)
+    min_sqnr_output_db: float = 10.0  # at the output
+    min_top1_agreement: float = 0.7
+    max_accuracy_drop: float = 0.05  # with labels: target accuracy at least float's minus this
 
 
 @dataclass(frozen=True)
@@ -177,9 +183,30 @@ def parse_profile(data: dict[str, Any], source: str) -> Target:
             ),
             max_lsb_vs_golden=p.get("tolerance", "max_lsb_vs_golden", int, 0, lambda v: v >= 0, "an integer >= 0"),
             head_lsb=p.get("tolerance", "head_lsb", int, 1, lambda v: v >= 0, "an integer >= 0"),
-            min_sqnr_db=float(p.get("tolerance", "min_sqnr_db", (int, float), 25.0)),
+            layer_lsb=p.get("tolerance", "layer_lsb", int, 1, lambda v: v >= 0, "an integer >= 0"),
+            min_sqnr_db=float(p.get("tolerance", "min_sqnr_db", (int, float), Tolerance.min_sqnr_db)),
+            min_sqnr_output_db=float(
+                p.get("tolerance", "min_sqnr_output_db", (int, float), Tolerance.min_sqnr_output_db)
+            ),
             min_top1_agreement=float(
-                p.get("tolerance", "min_top1_agreement", (int, float), 0.9, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+                p.get(
+                    "tolerance",
+                    "min_top1_agreement",
+                    (int, float),
+                    Tolerance.min_top1_agreement,
+                    lambda v: 0 <= v <= 1,
+                    "a number in [0, 1]",
+                )
+            ),
+            max_accuracy_drop=float(
+                p.get(
+                    "tolerance",
+                    "max_accuracy_drop",
+                    (int, float),
+                    Tolerance.max_accuracy_drop,
+                    lambda v: 0 <= v <= 1,
+                    "a number in [0, 1]",
+                )
             ),
         ),
         source=source,
