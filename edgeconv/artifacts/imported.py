@@ -153,6 +153,7 @@ def build_imported(
     say = progress or (lambda message: None)
     seconds: dict[str, float] = {}
     analysis = analyze(imported.model)
+    _check_plan_round_trip(imported, analysis)
     weights = imported.weights
     source_bytes = Path(imported.source).read_bytes() if imported.original_artifact is None else None
     original = ORIGINAL_FILE.get(imported.source_format) if imported.original_artifact is not None else None
@@ -252,6 +253,20 @@ def build_imported(
     return result
 
 
+def _check_plan_round_trip(imported: ImportedModel, analysis: Analysis) -> None:
+    """The folder must load back: plan.json's recipe form has to hold every layer as imported."""
+    from edgeconv.plan.recipes import model_from_dict, model_to_dict
+
+    try:
+        back = analyze(model_from_dict(model_to_dict(analysis.model), "plan.json"))
+    except InputError as err:
+        raise InputError(
+            f"model {Path(imported.source).name}: imported, but a build folder cannot record it yet ({err})"
+        ) from None
+    if back.layers != analysis.layers:
+        raise InputError(f"model {Path(imported.source).name}: plan.json would not reproduce the imported layers")
+
+
 def _qdq_dtype_of(imported: ImportedModel) -> str:
     quant = imported.quant
     dtype = quant.calibration.get("qdq_dtype") if quant is not None else None
@@ -259,15 +274,18 @@ def _qdq_dtype_of(imported: ImportedModel) -> str:
 
 
 def _onnx_fidelity(imported, analysis, x, x_source, qparams):
-    """ONNX sources: the ONNX frontend's own check when it has one (issue 9, H9a's side)."""
+    """ONNX sources: the ONNX frontend's own check when it has one, else the float check at the
+    output (frontends.fidelity.check_onnx_fidelity)."""
+    from edgeconv.frontends.fidelity import check_onnx_fidelity
+
     try:
         from edgeconv.frontends import onnx as onnx_frontend
     except ImportError:
-        return None
+        onnx_frontend = None
     check = getattr(onnx_frontend, "check_fidelity", None)
-    if check is None:
-        return None
-    return check(imported, analysis, x, x_source, qparams)
+    if check is not None:
+        return check(imported, analysis, x, x_source, qparams)
+    return check_onnx_fidelity(imported, analysis, x, x_source)
 
 
 def _plan_doc(result: ImportResult, target) -> dict:

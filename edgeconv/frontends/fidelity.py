@@ -170,3 +170,38 @@ def check_fidelity(
     fid.outputs = {output: errors[output]}
     fid.seconds = time.perf_counter() - start
     return fid
+
+
+def check_onnx_fidelity(
+    imported: ImportedModel, analysis: Analysis, x: np.ndarray, input_source: str
+) -> Fidelity | None:
+    """A float ONNX source on ONNX Runtime (backends.source: CPU EP, graph optimizations off)
+    against the numpy float reference, at the output. None for what this check does not cover
+    (a QDQ file: ORT without optimizations runs it in float emulation, not its int8 kernels,
+    so its LSB figure is parity's cpu deployment check on the copied file; a vector input)."""
+    if imported.quant is not None or getattr(imported, "input_layout", "NHWC") == "vector":
+        return None
+    from edgeconv.backends.source import run_source
+    from edgeconv.core import reference
+
+    start = time.perf_counter()
+    got = np.asarray(run_source(imported.source, x), np.float64).reshape(len(x), -1)
+    output = analysis.model.output
+    w, h, c = analysis.output_shape
+    if getattr(imported, "input_layout", "NHWC") == "NCHW" and w * h > 1 and got.shape[1] == w * h * c:
+        got = got.reshape(len(x), c, h, w).transpose(0, 2, 3, 1).reshape(len(x), -1)  # NCHW output to NHWC
+    want = np.asarray(reference.run(analysis, imported.weights, x)[output], np.float64).reshape(len(x), -1)
+    if got.shape != want.shape:
+        raise InputError(f"import fidelity: the source gives {got.shape[1]} values per sample, the IR {want.shape[1]}")
+    err = float(np.abs(want - got).max() / max(float(np.abs(got).max()), np.finfo(np.float32).tiny))
+    fid = Fidelity(
+        "relative",
+        "ONNX Runtime (CPU, no graph optimizations)",
+        "numpy float reference",
+        len(x),
+        input_source,
+        {output: err},
+    )
+    fid.layers = {output: err}
+    fid.seconds = time.perf_counter() - start
+    return fid

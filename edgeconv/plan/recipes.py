@@ -83,11 +83,18 @@ class _Fields:
             raise self.fail(field, "an integer >= 1 or a [W, H] pair of them")
         return as_pair(value)
 
-    def padding(self, default: str) -> str | int:
+    def padding(self, default: str) -> str | int | tuple[int, int, int, int]:
         value = self.table.get("padding", default)
         if value in ("same", "valid") or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
             return value
-        raise self.fail("padding", "'same', 'valid' or an integer P >= 0")
+        # per side (top, left, bottom, right): what an imported layer keeps (shapes.SIDE_PADS)
+        if (
+            isinstance(value, list)
+            and len(value) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+        ):
+            return (value[0], value[1], value[2], value[3])
+        raise self.fail("padding", "'same', 'valid', an integer P >= 0 or [top, left, bottom, right]")
 
     def activation(self) -> Activation:
         value = self.table.get("activation", "none")
