@@ -13,6 +13,7 @@ import ast
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -185,9 +186,9 @@ def test_failed_verdict_is_check_failed(arm_bundle, tmp_path):
     """A profile whose tolerance the bundle cannot meet exits 1 (CheckFailed), not 2: the
     verdict uses the installed profile given with --target, never the bundle's tolerance.json."""
     profile = tmp_path / "strict_arm.toml"
-    profile.write_text(
-        (REPO / "targets" / "arm.toml").read_text().replace("min_sqnr_db = 15.0", "min_sqnr_db = 1000.0")
-    )
+    text = re.sub(r"(?m)^min_sqnr_db = [0-9.]+", "min_sqnr_db = 1000.0", (REPO / "targets" / "arm.toml").read_text())
+    assert "min_sqnr_db = 1000.0" in text
+    profile.write_text(text)
     result = CliRunner().invoke(
         validate_cmd, [str(arm_bundle), "--device", "local", "--target", str(profile)], standalone_mode=False
     )

@@ -146,7 +146,7 @@ def parity(
 
     from edgeconv.artifacts.folder import load_build
     from edgeconv.core.errors import CheckFailed
-    from edgeconv.core.io import write_bytes_atomic
+    from edgeconv.core.io import check_output_path, write_bytes_atomic
     from edgeconv.parity.report import to_json, to_junit, to_markdown, to_text
     from edgeconv.parity.run import Floors, comparison_inputs, run_parity
 
@@ -155,6 +155,9 @@ def parity(
         check_sample_count(samples, "--samples", minimum=1)
     if min_top1 is not None and not 0 <= min_top1 <= 1:
         raise UsageError(f"--min-top1: expected a share in [0, 1], got {min_top1}")
+    for path, what in ((md_path, "--md"), (junit_path, "--junit")):
+        if path:
+            check_output_path(Path(path), what)  # before the run, not after it
     build = load_build(folder)
     targets_ = targets_option(target_list)
     labels = None
@@ -179,9 +182,9 @@ def parity(
         labels=labels,
     )
     if md_path:
-        write_bytes_atomic(Path(md_path), to_markdown(report).encode("utf-8"))
+        write_bytes_atomic(Path(md_path), to_markdown(report).encode("utf-8"), "--md")
     if junit_path:
-        write_bytes_atomic(Path(junit_path), to_junit(report))
+        write_bytes_atomic(Path(junit_path), to_junit(report), "--junit")
     if as_json:
         emit_json(to_json(report))
     else:
