@@ -1,0 +1,294 @@
+"""ONNX importer on the committed fixtures (tests/data/import/, made by
+scripts/make_import_fixtures.py with PyTorch, tf2onnx and ORT's quantize_static): every file
+imports, the imported model's float reference equals the source framework's committed outputs
+and ONNX Runtime on the source file, a QDQ file's scales and zero points are read exactly, and
+each unsupported input is one line, exit 2. No torch or TensorFlow is needed here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeconv.core import reference
+from edgeconv.core.errors import InputError
+from edgeconv.core.graph import analyze
+from edgeconv.core.ir import LAYER_TYPES, Conv2d, Dense
+from edgeconv.frontends.onnx import import_onnx
+
+ort = pytest.importorskip("onnxruntime", reason="the import fidelity checks run the source on onnxruntime")
+
+DATA = Path(__file__).resolve().parent / "data" / "import"
+MANIFEST = json.loads((DATA / "fixtures.json").read_text())
+NEEDS_CONCAT = {"pad_concat"}
+FLOAT = sorted(n for n in MANIFEST if not n.startswith("qdq_") and (n not in NEEDS_CONCAT or "concat" in LAYER_TYPES))
+GOAL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def imported():
+    """Every fixture imported once."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = import_onnx(DATA / f"{name}.onnx")
+        return cache[name]
+
+    return get
+
+
+def npz(name):
+    with np.load(DATA / f"{name}.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def to_nhwc(x: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "NCHW":
+        return x.transpose(0, 2, 3, 1)
+    if layout == "vector":
+        return x.reshape(x.shape[0], 1, 1, -1)
+    return x
+
+
+def ir_output_in_source_layout(out: np.ndarray, want_shape: tuple[int, ...], layout: str) -> np.ndarray:
+    if len(want_shape) == 4 and layout == "NCHW":
+        out = out.transpose(0, 3, 1, 2)
+    return out.reshape(want_shape)
+
+
+def rel_err(got, want) -> float:
+    return float(np.abs(np.asarray(got, np.float64) - want).max() / max(float(np.abs(want).max()), 1e-30))
+
+
+def ort_run(path: Path, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+
+
+def test_fixtures_are_small_and_listed():
+    for name, entry in MANIFEST.items():
+        for f in entry["files"] + [f"{name}.npz"]:
+            assert (DATA / f).stat().st_size < 200_000, f
+    assert {"keras_tf2onnx", "qdq_residual", "conv_bn_relu", "conv_bn_relu_legacy", "mlp"} <= set(MANIFEST)
+    assert (DATA / "conv_bn_relu.onnx.data").is_file()  # the dynamo exporter's default side file
+
+
+@pytest.mark.parametrize("name", FLOAT)
+def test_float_import_matches_source_framework_and_ort(name, imported):
+    imp = imported(name)
+    layout = MANIFEST[name]["layout"]
+    assert imp.source_format == "onnx" and imp.quant is None and imp.input_layout == layout
+    data = npz(name)
+    x, want = data["inputs"], data["outputs"]
+    analysis = analyze(imp.model)
+    got = reference.run(analysis, imp.weights, to_nhwc(x, layout))[imp.model.output]
+    got = ir_output_in_source_layout(got, want.shape, layout)
+    assert rel_err(got, want) <= GOAL, f"{name}: IR vs {MANIFEST[name]['source']}"
+    assert rel_err(got, ort_run(DATA / f"{name}.onnx", x)) <= GOAL, f"{name}: IR vs ONNX Runtime"
+    assert all(key.endswith((".weight", ".bias")) for key in imp.weights)
+    assert "BatchNormalization" not in {layer.op for layer in imp.model.layers}
+
+
+def test_ops_and_canonicalization_notes(imported):
+    ops = {name: [layer.op for layer in imported(name).model.layers] for name in FLOAT}
+    assert ops["keras_tf2onnx"] == ["conv2d", "depthwise_conv2d", "conv2d", "max_pool", "dense", "softmax"]
+    assert ops["gap_linear"] == ops["gap_linear_legacy"] == ["conv2d", "global_avg_pool", "dense", "softmax"]
+    assert ops["mlp"] == ["dense"] * 4
+    assert ops["residual"].count("add") == 2
+    relu6 = imported("relu6").model.layers
+    assert [layer.activation.value for layer in relu6] == ["relu6", "relu6", "none"]
+    assert any("BatchNormalization folded" in n for n in imported("bn_unfolded").notes)
+    keras = imported("keras_tf2onnx")
+    assert keras.input_layout == "NHWC" and any("dynamic batch" in n for n in keras.notes)
+    assert any("folded into its weights" in n for n in keras.notes)  # tf2onnx's Mul/Add after depthwise
+    assert imported("mlp").model.input.shape == (1, 1, 64)  # a vector input is a 1x1xN map
+    assert [layer.name for layer in imported("stride2_pad1").model.layers] == ["c1.0", "c2.0"]  # PyTorch names
+
+
+def test_pytorch_stride2_padding1_is_kept_per_side(imported):
+    imp = imported("stride2_pad1")
+    convs = [layer for layer in imp.model.layers if isinstance(layer, Conv2d)]
+    assert [c.padding for c in convs] == [(1, 1, 1, 1), (1, 1, 1, 1)]
+    analysis = analyze(imp.model)
+    assert [info.out_shape for info in analysis.layers] == [(4, 5, 8), (2, 3, 8)]  # W=8 floors, H=9 tiles
+    # 'same' pads [0, 0, 1, 1] on the even side: a different result, which the fidelity check sees
+    same = replace(imp.model, layers=tuple(replace(c, padding="same") for c in imp.model.layers))
+    data = npz("stride2_pad1")
+    x = to_nhwc(data["inputs"], "NCHW")
+    got = reference.run(analyze(same), imp.weights, x)[imp.model.output].transpose(0, 3, 1, 2)
+    assert rel_err(got, data["outputs"]) > 1e-2
+
+
+@pytest.mark.parametrize("name", ["flatten_nonsquare", "flatten_nonsquare_legacy"])
+def test_flatten_of_a_non_square_map_permutes_dense_weights(name, imported):
+    imp = imported(name)
+    analysis = analyze(imp.model)
+    dense = next(layer for layer in imp.model.layers if isinstance(layer, Dense))
+    assert analysis.info(dense.name).in_shape == (4, 6, 4)  # W=4, H=6, C=4: non-square
+    proto = onnx.load(str(DATA / f"{name}.onnx"))
+    w_file = next(numpy_helper.to_array(t) for t in proto.graph.initializer if t.name == "fc.weight")
+    w_ir = imp.weights[f"{dense.name}.weight"]
+    # IR column (h, w, c) holds the file's column (c, h, w)
+    assert np.array_equal(w_ir, w_file.reshape(10, 4, 6, 4).transpose(0, 2, 3, 1).reshape(10, -1))
+    # without the permutation the imported model would be wrong: the test can tell
+    data = npz(name)
+    x = to_nhwc(data["inputs"], "NCHW")
+    unpermuted = {**imp.weights, f"{dense.name}.weight": w_file}
+    assert rel_err(reference.run(analysis, unpermuted, x)[dense.name].reshape(4, -1), data["outputs"]) > 1e-2
+
+
+def test_external_data_is_resolved_beside_the_file_and_missing_data_refused(tmp_path, imported):
+    assert imported("conv_bn_relu").weights["c1.0.weight"].shape == (8, 3, 3, 3)
+    shutil.copy(DATA / "conv_bn_relu.onnx", tmp_path / "m.onnx")
+    with pytest.raises(InputError, match=r"external data file 'conv_bn_relu.onnx.data' .* not found") as err:
+        import_onnx(tmp_path / "m.onnx")
+    assert "\n" not in str(err.value)
+    (tmp_path / "conv_bn_relu.onnx.data").write_bytes((DATA / "conv_bn_relu.onnx.data").read_bytes()[:100])
+    with pytest.raises(InputError, match="truncated side file"):
+        import_onnx(tmp_path / "m.onnx")
+
+
+# -- QDQ ------------------------------------------------------------------------------------------
+
+
+def _file_qdq(path: Path):
+    """The file's own activation Q params and weight/bias DQ initializers, read directly."""
+    proto = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    acts, consts = {}, {}
+    for node in proto.graph.node:
+        if node.op_type == "QuantizeLinear":
+            acts[node.input[0]] = (float(inits[node.input[1]]), int(inits[node.input[2]]), inits[node.input[2]].dtype)
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            consts[node.output[0]] = (inits[node.input[0]], inits[node.input[1]])
+    return proto, acts, consts
+
+
+def test_qdq_quant_params_equal_the_file(imported):
+    imp = imported("qdq_residual")
+    qp = imp.quant
+    assert imp.source_format == "onnx-qdq" and qp is not None
+    assert imp.original_artifact == (DATA / "qdq_residual.onnx").read_bytes()
+    proto, acts, consts = _file_qdq(DATA / "qdq_residual.onnx")
+    # activations: the same scale, the uint8 zero point stored as zp - 128 (the same real grid)
+    s, z, dtype = acts["x"]
+    assert dtype == np.uint8 and qp.activations["input"].scale == (float(np.float32(s)),)
+    assert qp.activations["input"].zero_point == (z - 128,)
+    for layer in imp.model.layers:
+        s, z, _ = acts[imp.tensor_names[layer.name]]
+        assert qp.activations[layer.name].scale == (s,) and qp.activations[layer.name].zero_point == (z - 128,)
+    convs = {n.input[1]: n for n in proto.graph.node if n.op_type == "Conv"}
+    assert len(qp.q_weights) == len(convs) == 5
+    for dq_out, node in convs.items():
+        layer = next(name for name, t in imp.tensor_names.items() if t == node.output[0])
+        q, scale = consts[dq_out]
+        assert np.array_equal(qp.q_weights[layer], q.transpose(0, 2, 3, 1))  # OIHW -> (K, KH, KW, C)
+        assert qp.weights[layer].scale == tuple(float(v) for v in scale) and qp.weights[layer].axis == 0
+        qb, b_scale = consts[node.input[2]]
+        assert np.array_equal(qp.q_biases[layer], qb)
+        assert qp.biases[layer].scale == tuple(float(v) for v in b_scale)
+        assert qp.biases[layer].dtype == "int32" and set(qp.biases[layer].zero_point) == {0}
+
+
+def test_qdq_golden_equals_ort_on_the_file(imported):
+    from edgeconv.quant.golden import run_int8
+    from edgeconv.quant.quantize import quantize_input
+
+    imp = imported("qdq_residual")
+    qp = imp.quant
+    data = npz("qdq_residual")
+    x = to_nhwc(data["inputs"], "NCHW")
+    out = qp.activations[imp.model.output]
+    file_q = np.rint(data["outputs"] / out.scale[0]).astype(np.int64) + out.zero_point[0]  # exact: DQ of ints
+    golden = run_int8(analyze(imp.model), qp, quantize_input(x, qp.activations["input"], "int8"), "ort_cpu")
+    assert np.array_equal(golden[imp.model.output].astype(np.int64).transpose(0, 3, 1, 2), file_q)
+    # and the dropped Relus came back as fused ReLUs (the zero point is qmin)
+    assert (
+        sum(
+            getattr(layer, "activation", None) is not None and layer.activation.value == "relu"
+            for layer in imp.model.layers
+        )
+        == 4
+    )
+
+
+# -- refusals -------------------------------------------------------------------------------------
+
+
+def _model(nodes, inits, in_shape, out_shape, opset=17):
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _conv(**attrs):
+    w = np.ones((4, 4 // attrs.get("group", 1), 3, 3), np.float32)
+    return [helper.make_node("Conv", ["x", "w"], ["y"], name="c", kernel_shape=[3, 3], **attrs)], {"w": w}
+
+
+REFUSALS = {
+    "dilation": (lambda: _model(*_conv(dilations=[2, 2]), [1, 4, 9, 9], None), r"node 'c' \(Conv\) has dilations"),
+    "groups": (lambda: _model(*_conv(group=2), [1, 4, 9, 9], None), r"node 'c' \(Conv\) has group 2"),
+    "batch": (lambda: _model(*_conv(), [2, 4, 9, 9], None), "has batch 2, expected 1"),
+    "dynamic_hw": (lambda: _model(*_conv(), [1, 4, "h", "w"], None), "dynamic dimension 2"),
+    "unknown_op": (
+        lambda: _model([helper.make_node("Sigmoid", ["x"], ["y"], name="sig")], {}, [1, 4, 9, 9], None),
+        r"node 'sig' \(Sigmoid\) is not supported; supported ops: Conv, Relu",
+    ),
+}
+
+
+def _write(tmp_path, name, proto) -> Path:
+    path = tmp_path / f"{name}.onnx"
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_refusals_are_one_line(case, tmp_path):
+    make, pattern = REFUSALS[case]
+    with pytest.raises(InputError, match=pattern) as err:
+        import_onnx(_write(tmp_path, case, make()))
+    assert "\n" not in str(err.value)
+
+
+def test_corrupt_and_truncated_files_are_one_line(tmp_path):
+    data = (DATA / "residual.onnx").read_bytes()
+    cases = {"truncated": data[: len(data) // 2], "garbage": bytes(range(256)) * 8, "empty": b""}
+    for name, blob in cases.items():
+        path = tmp_path / f"{name}.onnx"
+        path.write_bytes(blob)
+        with pytest.raises(InputError) as err:
+            import_onnx(path)
+        assert "\n" not in str(err.value) and path.name in str(err.value), name
+
+
+def test_cli_import_refusals_exit_2_with_one_line(tmp_path):
+    from edgeconv.cli import cli
+
+    paths = [_write(tmp_path, case, REFUSALS[case][0]()) for case in ("groups", "unknown_op")]
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes((DATA / "residual.onnx").read_bytes()[:5000])
+    missing = tmp_path / "nodata.onnx"
+    shutil.copy(DATA / "conv_bn_relu.onnx", missing)
+    for path in [*paths, cut, missing]:
+        result = CliRunner().invoke(cli, ["import", str(path), "--out", str(tmp_path / "out")])
+        assert result.exit_code == 2, (path.name, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert lines and lines[-1].startswith("edgeconv: error: "), result.stderr
+        assert "Traceback" not in result.output + result.stderr
+        assert not (tmp_path / "out").exists()
