@@ -97,6 +97,25 @@ def _print_allocations(it) -> str:
         os.unlink(path)
 
 
+def _runs_isolated(model: bytes, arena: int) -> bool:
+    """Whether the model allocates and invokes in `arena` bytes, probed in a forked child: TFLM
+    2026-10 segfaults (instead of failing) on some arenas just too small (measured: a 4-dense
+    MLP at 256 B and at 3,648 B, where 3,664 B runs), which must not take edgeconv down."""
+    if not hasattr(os, "fork"):
+        return _try_interpreter(model, arena)[0] is not None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 when it runs; never returns into the caller
+        code = 1
+        try:
+            code = 0 if _try_interpreter(model, arena)[0] is not None else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
 def measure_model_arena(model: bytes, start: int = 1 << 20) -> tuple[int, int | None, int | None, str]:
     """(smallest arena in bytes, head, tail, method) for a .tflite model's bytes."""
     big = start
@@ -111,16 +130,18 @@ def measure_model_arena(model: bytes, start: int = 1 << 20) -> tuple[int, int | 
     total, head, tail = (_TOTAL.search(text), _HEAD.search(text), _TAIL.search(text))
     head_b = int(head.group(1)) if head else None
     tail_b = int(tail.group(1)) if tail else None
+    lo = 0
     if total:
         n = int(total.group(1))
         if _try_interpreter(model, n)[0] is not None:
             return n, head_b, tail_b, "print_allocations"
-    lo, hi = 0, big  # lo fails (or 0), hi runs
+        lo = n  # the reported total failed (alignment slack): search upwards from it
+    hi = big  # lo fails (or 0), hi runs
     while hi - lo > ALIGN:
         mid = (lo + hi) // 2 // ALIGN * ALIGN
         if mid <= lo:
             break
-        if _try_interpreter(model, mid)[0] is None:
+        if not _runs_isolated(model, mid):
             lo = mid
         else:
             hi = mid
