@@ -92,11 +92,12 @@ def _register_commands() -> None:
     # the command modules import only click at import time; heavy imports live inside commands
     from edgeconv.cli.check import bench, parity, run
     from edgeconv.cli.device import bundle, validate
+    from edgeconv.cli.firmware import firmware
     from edgeconv.cli.importer import import_model
     from edgeconv.cli.model import build, layer, targets
     from edgeconv.cli.train import train
 
-    for command in (layer, build, targets, run, parity, bench, bundle, validate, train, import_model):
+    for command in (layer, build, targets, run, parity, bench, bundle, validate, train, import_model, firmware):
         cli.add_command(command)
 
 

@@ -1,0 +1,61 @@
+"""Progress of long steps: a tqdm bar on a terminal, one plain line per step on a pipe or in CI.
+
+    with progress_step("calibrating", total=64, unit="sample") as update:
+        for batch in batches:
+            ...
+            update(len(batch))
+
+On a terminal (the stream is a tty and $CI is unset) a tqdm bar counts the units and stays
+on screen when the step ends. Otherwise nothing is drawn while the step runs and, if
+``line`` is set, one line is written when it ends: "calibrating: 64 samples in 0.4 s".
+``enabled=False`` (e.g. under --json) writes nothing at all.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+
+def on_terminal(stream: TextIO | None = None) -> bool:
+    """True when bars should be drawn: the stream is a tty and $CI is not set."""
+    stream = stream or sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("CI")
+
+
+@contextmanager
+def progress_step(
+    desc: str,
+    total: int | None = None,
+    unit: str = "it",
+    enabled: bool = True,
+    line: bool = True,
+    stream: TextIO | None = None,
+) -> Iterator[Callable[[int], None]]:
+    """Yield update(n); see the module doc for what is shown where."""
+    stream = stream or sys.stderr
+    done = [0]
+    start = time.perf_counter()
+    bar = None
+    if enabled and on_terminal(stream):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit=unit, file=stream, leave=True, dynamic_ncols=True)
+
+    def update(n: int = 1) -> None:
+        done[0] += n
+        if bar is not None:
+            bar.update(n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+        elif enabled and line:
+            plural = "" if done[0] == 1 or unit.endswith("s") else "s"
+            print(f"{desc}: {done[0]:,} {unit}{plural} in {time.perf_counter() - start:.1f} s", file=stream, flush=True)
