@@ -162,7 +162,8 @@ def bundle_files(build, target, x: np.ndarray, input_source: str) -> dict[str, b
         from edgeconv.export.expose import onnx_with_outputs, tflite_with_outputs
 
         expose = onnx_with_outputs if target.artifact == "qdq_onnx" else tflite_with_outputs
-        artifact = expose(artifact, [out_name, logits])
+        # an imported user's file keeps its own tensor names (BuiltModel.tensor_name)
+        artifact = expose(artifact, [build.tensor_name(target.artifact, n) for n in (out_name, logits)])
     files: dict[str, bytes] = {
         artifact_path.name: artifact,
         INPUTS: npy_bytes(x_q),
