@@ -177,7 +177,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path):
 
 def test_targets_lists_profiles_with_install_state():
     doc = json.loads(invoke("targets", "--json").stdout)
-    assert [t["name"] for t in doc] == ["arm", "cpu", "mcu", "npu"]
+    assert [t["name"] for t in doc] == ["arm", "cpu", "mcu", "mcu-m4", "npu"]
     for t in doc:
         assert t["installed"] or t["install_hint"].startswith("pip install 'edgeconv[")
 

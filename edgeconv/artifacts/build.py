@@ -17,6 +17,7 @@ from edgeconv.artifacts.folder import write_build_folder
 from edgeconv.core.errors import CheckFailed
 from edgeconv.core.graph import Analysis, analyze
 from edgeconv.core.io import json_bytes, npz_bytes
+from edgeconv.core.tensors import check_analysis_memory, check_array_file, check_samples_memory, check_tensor
 from edgeconv.core.ir import InputSpec, Model
 from edgeconv.core.weights import Weights, init_weights, load_weights
 from edgeconv.plan.memory import MemoryEstimate, estimate
@@ -127,7 +128,7 @@ def resolve_budgets(req: BuildRequest) -> Budgets:
 
 def ram_model(target: Target | None):
     """The mcu target's RAM is the TFLM arena (arena.py); elsewhere the activation liveness peak."""
-    if target is not None and target.backend == "mcu":
+    if target is not None and target.backend in ("mcu", "mcu_qemu"):
         from edgeconv.plan.arena import predict_arena_bytes
 
         return predict_arena_bytes
@@ -241,9 +242,11 @@ def _quantize(req: BuildRequest, analysis: Analysis, weights: Weights, progress:
         samples = req.calib_data
         source = req.calib_source or "calibration samples given with the request"
     elif req.calib_path:
+        check_array_file(req.calib_path, f"calibration {req.calib_path}")
         samples = load_calibration(req.calib_path, analysis)
         source = f"file {Path(req.calib_path).name}"
     else:
+        check_samples_memory(req.calib_samples, analysis, "--calib-samples")
         samples = synthetic_calibration_set(analysis, n=req.calib_samples, seed=req.seed)
         source = (
             f"SYNTHETIC data (standard normal, seed {req.seed}); pass --calib with real inputs for meaningful scales"
@@ -289,6 +292,8 @@ def run_build(req: BuildRequest, progress=None) -> BuildResult:
         model = load_recipe(req.recipe)
         analysis = analyze(model)
     else:
+        w, h, c = req.input_spec.shape
+        check_tensor((h, w, c), 4, "--input", f"a {w}x{h}x{c} float32 input")
         say(
             f"planning under {budgets.model_bytes:,} B model, {budgets.ram_bytes:,} B RAM"
             if budgets.ram_bytes
@@ -303,11 +308,13 @@ def run_build(req: BuildRequest, progress=None) -> BuildResult:
             ram_model=ram_model(req.target),
         )
         model, analysis = the_plan.model, the_plan.analysis
+    check_analysis_memory(analysis, f"model {model.name}")
     memory = estimate(analysis, ram_model(req.target))
     if req.weights is not None:
         weights = dict(req.weights)
         weights_source = req.weights_source or "weights given with the request"
     elif req.weights_path:
+        check_array_file(req.weights_path, f"weights {req.weights_path}")
         weights = load_weights(req.weights_path, analysis)
         digest = hashlib.sha256(Path(req.weights_path).read_bytes()).hexdigest()
         weights_source = f"file {Path(req.weights_path).name} (sha256 {digest[:16]})"

@@ -30,6 +30,7 @@ REGISTRY = {
     "arm": "edgeconv.backends.arm",
     "npu": "edgeconv.backends.npu",
     "mcu": "edgeconv.backends.mcu",
+    "mcu_qemu": "edgeconv.backends.mcu_qemu",
 }
 
 

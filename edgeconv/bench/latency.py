@@ -93,7 +93,7 @@ def bench_target(
 
 
 def _predicted_ram(build: BuiltModel, target: Target) -> int:
-    if target.backend == "mcu":
+    if target.backend in ("mcu", "mcu_qemu"):
         from edgeconv.plan.arena import predict_arena_bytes
 
         return predict_arena_bytes(build.analysis)

@@ -182,7 +182,7 @@ def golden_runtime(backend: str, rounding: str, kernels: str | None = None) -> s
         return {"xnnpack": "litert_xnnpack", "builtin": "litert_builtin", "reference": "litert_ref"}[
             kernels or "xnnpack"
         ]
-    if backend == "mcu":
+    if backend in ("mcu", "mcu_qemu"):  # TFLM on the host or as Cortex-M firmware: tflite family
         return "tflm"
     return {"tflite": "litert_ref", "fp32": "litert_xnnpack"}.get(rounding, "litert_xnnpack")
 
