@@ -33,6 +33,7 @@ import numpy as np
 
 from edgeconv.artifacts.folder import BuiltModel
 from edgeconv.backends import check_input, first_line, import_problem, layer_outputs
+from edgeconv.backends.quiet import quiet_stderr
 from edgeconv.core.errors import InputError, UsageError
 from edgeconv.plan.targets import Target
 
@@ -74,7 +75,8 @@ class ArmBackend:
             ) from None
         resolver = getattr(OpResolverType, RESOLVERS[self.kernels])
         try:
-            with warnings.catch_warnings():  # LiteRT warns that preserve_all_tensors costs memory: intended here
+            # quiet_stderr: LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" goes to fd 2 (--verbose shows it)
+            with warnings.catch_warnings(), quiet_stderr():  # and it warns that preserve_all_tensors costs memory: intended
                 warnings.simplefilter("ignore", UserWarning)
                 it = Interpreter(
                     model_path=path,
@@ -86,7 +88,8 @@ class ArmBackend:
         except Exception as err:  # ValueError for a file that is not a TFLite flatbuffer
             raise InputError(f"{what}: LiteRT cannot load it ({first_line(err)})") from None
         try:
-            it.allocate_tensors()
+            with quiet_stderr():
+                it.allocate_tensors()
         except Exception as err:  # RuntimeError naming the op a kernel rejected
             raise InputError(f"{what}: LiteRT ({self.kernels} kernels) cannot prepare it ({first_line(err)})") from None
         return it

@@ -42,6 +42,7 @@ import numpy as np
 
 from edgeconv.artifacts.folder import BuiltModel
 from edgeconv.backends import check_input, first_line, import_problem, layer_outputs
+from edgeconv.backends.quiet import quiet_stderr
 from edgeconv.core.errors import InputError, UsageError
 from edgeconv.core.ir import INPUT
 from edgeconv.plan.targets import Target
@@ -115,7 +116,8 @@ class CpuBackend:
         ort = self._ort()
         so = self.session_options()
         try:
-            return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+            with quiet_stderr():  # ORT's C++ warnings go to fd 2 (--verbose shows them)
+                return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         except Exception as err:  # ORT raises its pybind11 exceptions (InvalidProtobuf, Fail, ...)
             raise InputError(f"{what}: ONNX Runtime cannot load it ({first_line(err)})") from None
 

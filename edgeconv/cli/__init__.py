@@ -79,13 +79,18 @@ def _fail(message: str, code: int) -> None:
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgeconv")
-def cli() -> None:
+@click.option("--verbose", is_flag=True, help="Let the runtimes' own messages (LiteRT, QNN, ORT) through to stderr.")
+def cli(verbose: bool) -> None:
     """Plan small conv nets for embedded targets, export them from one IR to ONNX and TFLite,
     and check that every runtime computes the same numbers.
 
     Shapes are W x H x C (for example 32x32x3). Sizes take B, KB, MB (powers of ten) and
     KiB, MiB (powers of two).
     """
+    if verbose:
+        from edgeconv.backends.quiet import set_verbose
+
+        set_verbose(True)
 
 
 def _register_commands() -> None:
