@@ -75,8 +75,9 @@ class ArmBackend:
             ) from None
         resolver = getattr(OpResolverType, RESOLVERS[self.kernels])
         try:
-            # quiet_stderr: LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" goes to fd 2 (--verbose shows it)
-            with warnings.catch_warnings(), quiet_stderr():  # and it warns that preserve_all_tensors costs memory: intended
+            # quiet_stderr: LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" goes to fd 2 (--verbose
+            # shows it); and LiteRT warns that preserve_all_tensors costs memory: intended here
+            with warnings.catch_warnings(), quiet_stderr():
                 warnings.simplefilter("ignore", UserWarning)
                 it = Interpreter(
                     model_path=path,
