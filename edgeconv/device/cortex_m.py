@@ -226,7 +226,8 @@ def run_bundle(bundle, out: Path, cpu: str, kernels: str, timeout: float) -> Non
         "manifest_sha256": hashlib.sha256((bundle.folder / "manifest.json").read_bytes()).hexdigest(),
         "runtime": {
             "kind": "tflite_micro",
-            "version": f"TFLM firmware ({kernels}) on qemu-system-arm {QEMU_MACHINES[cpu]}",
+            "name": "TFLite Micro firmware",
+            "version": f"on qemu-system-arm -M {QEMU_MACHINES[cpu]}",
         },
         "kernels": kernels,
         "machine": cpu,

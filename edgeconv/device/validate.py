@@ -106,9 +106,17 @@ class Device:
 
 
 def parse_device(spec: str) -> Device:
-    usage = f"--device: expected local, ssh://user@host[:port] or qemu-aarch64, got {spec!r}"
+    usage = f"--device: expected local, ssh://user@host[:port], qemu-aarch64 or qemu-cortex-m4/-m7, got {spec!r}"
     if spec == "local":
         return Device("local")
+    if spec.startswith("qemu-cortex-"):  # TFLM firmware on an emulated Cortex-M (device/cortex_m.py)
+        from edgeconv.device.cortex_m import DEVICE_KINDS
+
+        if spec not in DEVICE_KINDS:
+            raise UsageError(
+                f"--device: expected one of {', '.join(DEVICE_KINDS)} for an emulated Cortex-M, got {spec!r}"
+            )
+        return Device(spec)
     if spec in ("qemu-aarch64", "qemu"):
         return Device("qemu-aarch64")
     if not spec.startswith("ssh://"):
@@ -742,6 +750,12 @@ def validate(
         elif device.kind == "qemu-aarch64":
             run_qemu(bundle, out, timeout, plan)
             note = QEMU_NOTE
+        elif device.kind.startswith("qemu-cortex-"):
+            from edgeconv.device import cortex_m
+
+            cpu, kernels = cortex_m.DEVICE_KINDS[device.kind], str(profile.option("kernels", "cmsis_nn"))
+            cortex_m.run_bundle(bundle, out, cpu, kernels, timeout)
+            note = cortex_m.note(cpu, kernels)
         else:
             run_ssh = SshDevice(device, ssh or SshOptions.from_env(python=python))
             run_ssh.run(bundle, out, plan, timeout)
