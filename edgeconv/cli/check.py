@@ -170,17 +170,21 @@ def parity(
         x, source, labels = labelled.x, f"file {Path(inputs_path).name}", labelled.y
     else:
         x, source = comparison_inputs(build, inputs_path, samples, seed)
-    report = run_parity(
-        build,
-        targets_,
-        x,
-        source,
-        per_layer=layers == "all" or per_layer,
-        progress=None if as_json else lambda msg: click.echo(msg, err=True),
-        floors=Floors(min_sqnr, min_sqnr_output, min_top1),
-        source=source_path,
-        labels=labels,
-    )
+    from edgeconv.core.progress import step_lines
+
+    # a bar over the targets on a terminal, one line per target on a pipe
+    with step_lines(len(targets_) + bool(source_path), enabled=not as_json, unit="target") as say:
+        report = run_parity(
+            build,
+            targets_,
+            x,
+            source,
+            per_layer=layers == "all" or per_layer,
+            progress=say,
+            floors=Floors(min_sqnr, min_sqnr_output, min_top1),
+            source=source_path,
+            labels=labels,
+        )
     if md_path:
         write_bytes_atomic(Path(md_path), to_markdown(report).encode("utf-8"), "--md")
     if junit_path:
@@ -205,10 +209,9 @@ def parity(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def bench(folder, target_list, repeat, warmup, as_json):
     """Latency (median, p90) per target, int8 vs float, model bytes, RAM and MAC/s."""
-    from tqdm import tqdm
-
     from edgeconv.artifacts.folder import load_build
     from edgeconv.bench.latency import bench_target
+    from edgeconv.core.progress import progress_step
 
     if not 1 <= repeat <= 1_000_000 or not 0 <= warmup <= 1_000_000:
         raise UsageError(
@@ -218,10 +221,9 @@ def bench(folder, target_list, repeat, warmup, as_json):
     targets_ = targets_option(target_list)
     rows = []
     for t in targets_:
-        with tqdm(
-            total=2 * repeat, desc=f"bench {t.name}", unit="run", file=sys.stderr, disable=as_json or None, leave=False
-        ) as bar:
-            rows.append(bench_target(build, t, warmup, repeat, bar.update))
+        # a bar per target on a terminal, one line per target on a pipe
+        with progress_step(f"bench {t.name}", total=2 * repeat, unit="run", enabled=not as_json) as update:
+            rows.append(bench_target(build, t, warmup, repeat, update))
     if as_json:
         emit_json({"model": build.name, "repeat": repeat, "warmup": warmup, "targets": [r.to_json() for r in rows]})
         return

@@ -6,7 +6,19 @@ from dataclasses import dataclass
 
 from edgeconv.core import shapes
 from edgeconv.core.errors import ShapeError
-from edgeconv.core.ir import INPUT, Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Model, Softmax
+from edgeconv.core.ir import (
+    INPUT,
+    Add,
+    AvgPool,
+    Concat,
+    Conv2d,
+    Dense,
+    DepthwiseConv2d,
+    GlobalAvgPool,
+    MaxPool,
+    Model,
+    Softmax,
+)
 from edgeconv.core.optable import OpTable
 
 Shape = tuple[int, int, int]  # (W, H, C)
@@ -70,7 +82,7 @@ SHAPES: OpTable = OpTable("shapes, params, MACs")
 
 
 def _layer_info(layer, in_shapes: list[Shape]) -> LayerInfo:
-    if not isinstance(layer, Add) and len(in_shapes) != 1:
+    if not isinstance(layer, (Add, Concat)) and len(in_shapes) != 1:
         raise ShapeError(f"{layer.name}: {layer.op} reads exactly 1 layer, got {len(in_shapes)}")
     return SHAPES.handler(layer)(layer, in_shapes)
 
@@ -84,6 +96,19 @@ def _add_info(layer: Add, in_shapes: list[Shape]) -> LayerInfo:
         a, b = ("x".join(map(str, s)) for s in in_shapes)
         raise ShapeError(f"{name}: add needs equal shapes, got {layer.inputs[0]} {a} and {layer.inputs[1]} {b}")
     return LayerInfo(name, layer.op, layer.inputs, in_shapes[0], in_shapes[0], 0, 0)
+
+
+@SHAPES.register(Concat)
+def _concat_info(layer: Concat, in_shapes: list[Shape]) -> LayerInfo:
+    name = layer.name
+    if len(in_shapes) < 2:
+        raise ShapeError(f"{name}: concat joins at least 2 layers, got {len(in_shapes)} ({', '.join(layer.inputs)})")
+    spatial = {s[:2] for s in in_shapes}
+    if len(spatial) != 1:
+        shown = ", ".join(f"{src} {'x'.join(map(str, s))}" for src, s in zip(layer.inputs, in_shapes))
+        raise ShapeError(f"{name}: concat on channels needs equal W and H, got {shown}")
+    w, h = in_shapes[0][:2]
+    return LayerInfo(name, layer.op, layer.inputs, in_shapes[0], (w, h, sum(s[2] for s in in_shapes)), 0, 0)
 
 
 @SHAPES.register(Conv2d)

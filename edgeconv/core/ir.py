@@ -111,9 +111,20 @@ class Softmax:
     op = "softmax"
 
 
-Layer = Conv2d | DepthwiseConv2d | MaxPool | AvgPool | GlobalAvgPool | Dense | Add | Softmax
+@dataclass(frozen=True)
+class Concat:
+    """Join of two or more earlier layers on the channel axis (equal W and H), in input order.
+    Quantized, every input and the output share one scale and zero point (TFLite Micro's int8
+    CONCATENATION requires it), so the int8 op only copies."""
+
+    name: str
+    inputs: tuple[str, ...] = ()
+    op = "concat"
+
+
+Layer = Conv2d | DepthwiseConv2d | MaxPool | AvgPool | GlobalAvgPool | Dense | Add | Softmax | Concat
 LAYER_TYPES: dict[str, type] = {
-    cls.op: cls for cls in (Conv2d, DepthwiseConv2d, MaxPool, AvgPool, GlobalAvgPool, Dense, Add, Softmax)
+    cls.op: cls for cls in (Conv2d, DepthwiseConv2d, MaxPool, AvgPool, GlobalAvgPool, Dense, Add, Softmax, Concat)
 }
 WEIGHTED_OPS = ("conv2d", "depthwise_conv2d", "dense")
 

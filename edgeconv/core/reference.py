@@ -16,6 +16,7 @@ from edgeconv.core.ir import (
     Activation,
     Add,
     AvgPool,
+    Concat,
     Conv2d,
     Dense,
     DepthwiseConv2d,
@@ -85,6 +86,11 @@ def add(a, b):
     return a + b
 
 
+def concat(args):
+    """Channels of every input in order (NHWC: the last axis)."""
+    return np.concatenate(args, axis=-1)
+
+
 def softmax(x):
     shifted = x - x.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
@@ -139,6 +145,11 @@ def _run_dense(layer: Dense, info: LayerInfo, args: list[np.ndarray], weights: W
 @REFERENCE.register(Add)
 def _run_add(layer: Add, info: LayerInfo, args: list[np.ndarray], weights: Weights) -> np.ndarray:
     return activation(add(args[0], args[1]), layer.activation)
+
+
+@REFERENCE.register(Concat)
+def _run_concat(layer: Concat, info: LayerInfo, args: list[np.ndarray], weights: Weights) -> np.ndarray:
+    return concat(args)
 
 
 @REFERENCE.register(Softmax)

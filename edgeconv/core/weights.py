@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeconv.core.errors import InputError
 from edgeconv.core.graph import Analysis, LayerInfo
-from edgeconv.core.ir import Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
+from edgeconv.core.ir import Add, AvgPool, Concat, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
 from edgeconv.core.optable import OpTable
 
 Weights = dict[str, np.ndarray]  # "<layer>.weight" / "<layer>.bias" -> float32 array
@@ -53,7 +53,7 @@ def _dense_shapes(layer: Dense, info: LayerInfo) -> dict[str, tuple[int, ...]]:
     return {f"{layer.name}.weight": (layer.units, w1 * h1 * d1), f"{layer.name}.bias": (layer.units,)}
 
 
-@WEIGHT_SHAPES.register(MaxPool, AvgPool, GlobalAvgPool, Add, Softmax)
+@WEIGHT_SHAPES.register(MaxPool, AvgPool, GlobalAvgPool, Add, Softmax, Concat)
 def _no_weights(layer, info: LayerInfo) -> dict[str, tuple[int, ...]]:
     return {}
 

@@ -21,6 +21,7 @@ from edgeconv.core.ir import (
     Activation,
     Add,
     AvgPool,
+    Concat,
     Conv2d,
     Dense,
     DepthwiseConv2d,
@@ -162,6 +163,11 @@ def _dense(g: OnnxBuilder, layer, info: LayerInfo, analysis: Analysis, src: list
 @ONNX_NODES.register(Add)
 def _add(g: OnnxBuilder, layer, info: LayerInfo, analysis: Analysis, src: list[str], pre: str) -> None:
     g.node("Add", src, pre, layer.name)
+
+
+@ONNX_NODES.register(Concat)
+def _concat(g: OnnxBuilder, layer, info: LayerInfo, analysis: Analysis, src: list[str], pre: str) -> None:
+    g.node("Concat", src, pre, layer.name, axis=1)  # NCHW channels
 
 
 @ONNX_NODES.register(Softmax)

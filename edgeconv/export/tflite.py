@@ -41,6 +41,7 @@ from edgeconv.core.ir import (
     Activation,
     Add,
     AvgPool,
+    Concat,
     Conv2d,
     Dense,
     DepthwiseConv2d,
@@ -251,6 +252,12 @@ def _dense(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> Non
 def _add(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> None:
     out = g.activation(layer.name, out_shape)
     g.op("ADD", layer.inputs, (out,), fused_activation=_ACT[layer.activation])
+
+
+@TFLITE_OPS.register(Concat)
+def _concat(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> None:
+    out = g.activation(layer.name, out_shape)
+    g.op("CONCATENATION", layer.inputs, (out,), axis=3, fused_activation="NONE")
 
 
 @TFLITE_OPS.register(Softmax)

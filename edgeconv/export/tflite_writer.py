@@ -63,6 +63,7 @@ _INT8_VERSIONS = {
     "SOFTMAX": 2,
     "RESHAPE": 1,
     "PAD": 2,
+    "CONCATENATION": 2,
 }
 
 # Which options table each builtin takes, and which option names map to which field.
@@ -77,6 +78,7 @@ _OPTION_TABLES = {
     "SOFTMAX": (fb.BuiltinOptions.SoftmaxOptions, fb.SoftmaxOptionsT),
     "RESHAPE": (fb.BuiltinOptions.ReshapeOptions, fb.ReshapeOptionsT),
     "PAD": (fb.BuiltinOptions.PadOptions, fb.PadOptionsT),
+    "CONCATENATION": (fb.BuiltinOptions.ConcatenationOptions, fb.ConcatenationOptionsT),
 }
 
 _OPTION_FIELDS = {
@@ -93,6 +95,7 @@ _OPTION_FIELDS = {
     "keep_num_dims": "keepNumDims",
     "beta": "beta",
     "new_shape": "newShape",
+    "axis": "axis",
 }
 
 _PADDINGS = {"SAME": fb.Padding.SAME, "VALID": fb.Padding.VALID}

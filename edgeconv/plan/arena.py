@@ -33,7 +33,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeconv.core.graph import Analysis, LayerInfo
-from edgeconv.core.ir import INPUT, Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
+from edgeconv.core.ir import (
+    INPUT,
+    Add,
+    AvgPool,
+    Concat,
+    Conv2d,
+    Dense,
+    DepthwiseConv2d,
+    GlobalAvgPool,
+    MaxPool,
+    Softmax,
+)
 from edgeconv.core.optable import OpTable
 from edgeconv.core.shapes import same_pads
 
@@ -139,6 +150,11 @@ def _dense_ops(g: _OpList, layer, info: LayerInfo) -> None:
 @ARENA_OPS.register(Add)
 def _add_ops(g: _OpList, layer, info: LayerInfo) -> None:
     g.add("ADD", tuple(layer.inputs), layer.name, info.out_elements)
+
+
+@ARENA_OPS.register(Concat)
+def _concat_ops(g: _OpList, layer, info: LayerInfo) -> None:
+    g.add("CONCATENATION", tuple(layer.inputs), layer.name, info.out_elements)
 
 
 @ARENA_OPS.register(Softmax)

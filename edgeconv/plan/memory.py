@@ -11,7 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeconv.core.graph import Analysis, LayerInfo
-from edgeconv.core.ir import INPUT, Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
+from edgeconv.core.ir import (
+    INPUT,
+    Add,
+    AvgPool,
+    Concat,
+    Conv2d,
+    Dense,
+    DepthwiseConv2d,
+    GlobalAvgPool,
+    MaxPool,
+    Softmax,
+)
 from edgeconv.core.optable import OpTable
 
 # Flatbuffer bookkeeping, in bytes, fitted by least squares to the int8 .tflite files that
@@ -58,7 +69,7 @@ def _dense_records(info: LayerInfo) -> FileRecords:
     return FileRecords(weighted=1, bias_channels=info.out_shape[2], reshapes=int(info.in_shape[:2] != (1, 1)))
 
 
-@FILE_RECORDS.register(MaxPool, AvgPool, GlobalAvgPool, Add, Softmax)
+@FILE_RECORDS.register(MaxPool, AvgPool, GlobalAvgPool, Add, Softmax, Concat)
 def _plain_records(info: LayerInfo) -> FileRecords:
     return FileRecords()
 

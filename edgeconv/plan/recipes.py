@@ -25,6 +25,7 @@ _FIELDS = {
     "dense": {"units", "activation"},
     "add": {"activation"},
     "softmax": set(),
+    "concat": set(),  # on channels, inputs in order
 }
 _REQUIRED = {
     "conv2d": {"filters", "kernel"},

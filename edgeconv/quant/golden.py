@@ -35,6 +35,7 @@ from edgeconv.core.ir import (
     Activation,
     Add,
     AvgPool,
+    Concat,
     Conv2d,
     Dense,
     DepthwiseConv2d,
@@ -60,6 +61,7 @@ TFLITE_OP = {
     "dense": "FULLY_CONNECTED",
     "add": "ADD",
     "softmax": "SOFTMAX",
+    "concat": "CONCATENATION",
 }
 
 # Whole-model deviations that remain after choosing the matching kernel variant per op:
@@ -347,6 +349,26 @@ def _add(layer, info, args, qparams: QuantParams, runtime: str, family: str, ker
         hi,
         family=family,
     )
+
+
+@GOLDEN.register(Concat)
+def _concat(layer, info, args, qparams: QuantParams, runtime: str, family: str, kernel: str) -> np.ndarray:
+    """A copy when every input has the output's parameters (what quantize() writes); an imported
+    file with other parameters is rescaled as TFLite's ConcatenationWithScaling does:
+    round(q · s_in/s_out − zp_in · s_in/s_out) + zp_out in float32, ties away from zero
+    (not checked against a runtime: no tested file has it)."""
+    in_q, out_q = _quants(layer, qparams)
+    parts = []
+    for x, q in zip(args, in_q):
+        if q.scale[:1] == out_q.scale[:1] and q.zero_point[:1] == out_q.zero_point[:1]:
+            parts.append(np.asarray(x, np.int8))
+            continue
+        ratio = np.float32(_scale(q)) * (np.float32(1.0) / np.float32(_scale(out_q)))
+        bias = np.float32(-_zp(q)) * ratio
+        v = np.asarray(x, np.float32) * ratio + bias
+        r = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+        parts.append(np.clip(r.astype(np.int64) + _zp(out_q), -128, 127).astype(np.int8))
+    return np.concatenate(parts, axis=-1)
 
 
 @GOLDEN.register(Softmax)

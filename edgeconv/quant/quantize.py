@@ -21,6 +21,10 @@ Rules (every exporter reads the result; nothing here depends on a runtime):
     scale would cost the following FC about one bit (measured: −2.2 dB SQNR on a 1MB plan).
   - softmax: scale 1/256, zero point −128 (TFLite's int8 SOFTMAX requirement; [0, 255/256]).
   - add: its own output range from calibration (with its fused activation folded in).
+  - concat: every input and the output share one scale and zero point, from the union of
+    their (activation-folded) calibrated ranges, so the int8 op is a copy (TFLite Micro's int8
+    CONCATENATION requires equal parameters). Inputs must be layers with a calibrated range of
+    their own (conv, depthwise, dense, add, global_avg_pool, or another concat).
 - Biases: int32, zero point 0, per output channel, with
   s_b[c] = float32(s_in) × float32(s_w[c]) computed in float32 arithmetic (one rounding to
   float32 — the same product ORT's quantizer and a float32 requantizer form), and
@@ -45,6 +49,7 @@ from edgeconv.core.ir import (
     Activation,
     Add,
     AvgPool,
+    Concat,
     Conv2d,
     Dense,
     DepthwiseConv2d,
@@ -132,13 +137,14 @@ def quantize(
         return float(lo), float(hi)
 
     acts: dict[str, TensorQuant] = {INPUT: activation_quant(*range_of(INPUT))}
+    shared = _concat_shared(model, range_of)
     w_q: dict[str, TensorQuant] = {}
     b_q: dict[str, TensorQuant] = {}
     q_weights: dict[str, np.ndarray] = {}
     q_biases: dict[str, np.ndarray] = {}
     for layer in model.layers:
         name = layer.name
-        acts[name] = OUTPUT_QUANT.handler(layer)(layer, acts, range_of)
+        acts[name] = shared[name] if name in shared else OUTPUT_QUANT.handler(layer)(layer, acts, range_of)
         if layer.op in WEIGHTED_OPS:
             w_q[name], q_weights[name] = weight_quant(weights[f"{name}.weight"], WEIGHT_AXIS[layer.op])
             s_in = acts[layer.inputs[0]].scale[0]
@@ -153,7 +159,45 @@ def quantize(
     )
 
 
+_OWN_RANGE_OPS = ("conv2d", "depthwise_conv2d", "dense", "add", "global_avg_pool", "concat")
+
+
+def _concat_shared(model, range_of) -> dict[str, TensorQuant]:
+    """One TensorQuant per group of tensors joined by concats (union of their ranges)."""
+    groups: list[set[str]] = []
+    for layer in model.layers:
+        if layer.op != "concat":
+            continue
+        members = {layer.name, *layer.inputs}
+        for g in [g for g in groups if g & members]:
+            members |= g
+            groups.remove(g)
+        groups.append(members)
+    shared: dict[str, TensorQuant] = {}
+    for g in groups:
+        lo, hi = 0.0, 0.0
+        for name in sorted(g):
+            layer = None if name == INPUT else model.layer(name)
+            if layer is None or layer.op not in _OWN_RANGE_OPS:
+                what = "the model input" if layer is None else f"{layer.op} {name}"
+                raise InputError(
+                    f"quantize {model.name}: a concat reads {what}, whose quantization is fixed elsewhere; "
+                    f"concat inputs must be conv, depthwise, dense, add or global_avg_pool layers"
+                )
+            a, b = fold_activation(*range_of(name), getattr(layer, "activation", Activation.NONE))
+            lo, hi = min(lo, a), max(hi, b)
+        tq = activation_quant(lo, hi)
+        shared.update(dict.fromkeys(g, tq))
+    return shared
+
+
 OUTPUT_QUANT: OpTable = OpTable("quantization ranges")
+
+
+@OUTPUT_QUANT.register(Concat)
+def _concat_quant(layer, acts: dict[str, TensorQuant], range_of) -> TensorQuant:
+    # reached only outside quantize() (which shares one set over the group): the inputs' own
+    return acts[layer.inputs[0]]
 
 
 @OUTPUT_QUANT.register(MaxPool, AvgPool)

@@ -7,7 +7,7 @@ CI logs, any width) and as a Markdown table (report.md), without a styling libra
 from __future__ import annotations
 
 from edgeconv.core.graph import Analysis, LayerInfo
-from edgeconv.core.ir import Add, AvgPool, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
+from edgeconv.core.ir import Add, AvgPool, Concat, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
 from edgeconv.core.optable import OpTable
 
 HEADERS = ("layer", "op", "input", "output", "window", "params", "MACs", "out bytes")
@@ -44,7 +44,7 @@ def _pool_window(layer: MaxPool | AvgPool) -> str:
     return _window_text(layer.pool, layer.stride, layer.padding)
 
 
-@WINDOW_TEXT.register(GlobalAvgPool, Dense, Add, Softmax)
+@WINDOW_TEXT.register(GlobalAvgPool, Dense, Add, Softmax, Concat)
 def _no_window(layer) -> str:
     return ""
 

@@ -33,6 +33,7 @@ from edgeconv.core.ir import (
     Activation,
     Add,
     AvgPool,
+    Concat,
     Conv2d,
     Dense,
     DepthwiseConv2d,
@@ -190,6 +191,13 @@ class SoftmaxBlock(LayerModule):
         return torch.softmax(x, dim=1)
 
 
+class ConcatBlock(LayerModule):
+    """Channels of every input in order (the module runs NCHW: dim 1)."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=1)
+
+
 TORCH_MODULES: OpTable = OpTable("torch module")
 
 
@@ -221,6 +229,11 @@ def _global_pool(layer: GlobalAvgPool, info: LayerInfo, weights: Weights, batchn
 @TORCH_MODULES.register(Add)
 def _add(layer: Add, info: LayerInfo, weights: Weights, batchnorm: bool) -> LayerModule:
     return AddBlock(layer, info)
+
+
+@TORCH_MODULES.register(Concat)
+def _concat(layer: Concat, info: LayerInfo, weights: Weights, batchnorm: bool) -> LayerModule:
+    return ConcatBlock(layer, info)
 
 
 @TORCH_MODULES.register(Softmax)
