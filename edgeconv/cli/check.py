@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from edgeconv.cli.common import FLOAT, INT, check_sample_count, check_seed, emit_json, float_inputs, targets_option
