@@ -59,3 +59,36 @@ def progress_step(
         elif enabled and line:
             plural = "" if done[0] == 1 or unit.endswith("s") else "s"
             print(f"{desc}: {done[0]:,} {unit}{plural} in {time.perf_counter() - start:.1f} s", file=stream, flush=True)
+
+
+@contextmanager
+def step_lines(
+    total: int, enabled: bool = True, unit: str = "step", stream: TextIO | None = None
+) -> Iterator[Callable[[str], None]]:
+    """Yield say(message) for a run of `total` steps (e.g. the targets of a parity run): on a
+    terminal a tqdm bar over the steps whose label is the current step's message; otherwise
+    each message as one line. ``enabled=False`` writes nothing."""
+    stream = stream or sys.stderr
+    bar = None
+    if enabled and on_terminal(stream):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit=unit, file=stream, leave=True, dynamic_ncols=True)
+    started = [0]
+
+    def say(message: str) -> None:
+        if bar is not None:
+            if started[0]:
+                bar.update(1)
+            started[0] += 1
+            bar.set_description_str(message)
+        elif enabled:
+            print(message, file=stream, flush=True)
+
+    try:
+        yield say
+        if bar is not None and started[0]:
+            bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
