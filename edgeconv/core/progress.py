@@ -44,7 +44,7 @@ def progress_step(
     if enabled and on_terminal(stream):
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc=desc, unit=unit, file=stream, leave=True, dynamic_ncols=True)
+        bar = tqdm(total=total, desc=desc, unit=unit, file=stream, leave=True)
 
     def update(n: int = 1) -> None:
         done[0] += n
@@ -73,7 +73,7 @@ def step_lines(
     if enabled and on_terminal(stream):
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit=unit, file=stream, leave=True, dynamic_ncols=True)
+        bar = tqdm(total=total, unit=unit, file=stream, leave=True)
     started = [0]
 
     def say(message: str) -> None:
