@@ -48,7 +48,12 @@ def _arena(data: bytes) -> int | None:
 
 
 def models() -> list[dict]:
-    meta = json.loads((FIXTURES / "fixtures.json").read_text()) if (FIXTURES / "fixtures.json").is_file() else {}
+    meta: dict = {}
+    for listing in ("fixtures.json", "tflite_fixtures.json"):  # ONNX fixtures, TFLite fixtures
+        if (FIXTURES / listing).is_file():
+            for info in json.loads((FIXTURES / listing).read_text()).values():
+                for file in info.get("files", []):
+                    meta[Path(file).stem] = info
     rows = []
     for path in sorted([*FIXTURES.glob("*.onnx"), *FIXTURES.glob("*.tflite")]):
         info = meta.get(path.stem, {})

@@ -141,6 +141,40 @@ def test_edgeconv_int8_export_round_trips(tmp_path):
     assert max(fid.layers.values()) == 0
 
 
+FIXTURES = Path(__file__).resolve().parent / "data" / "import"
+TF_FIXTURES = ["keras_cnn", "keras_flatten", "keras_concat"]  # scripts/make_tflite_fixtures.py
+
+
+@pytest.mark.parametrize("name", TF_FIXTURES)
+def test_tf_converter_files_import_with_fidelity(name):
+    """The TF converter's float and full-integer files of the same Keras model: the float IR
+    matches LiteRT and Keras itself, the int8 IR's golden matches LiteRT-ref at every layer."""
+    from edgeconv.core import reference
+    from edgeconv.core.ir import LAYER_TYPES
+
+    data = np.load(FIXTURES / f"{name}_tflite.npz")
+    x = data["inputs"]
+    for suffix in ("", "_int8"):
+        path = FIXTURES / f"{name}{suffix}.tflite"
+        if name == "keras_concat" and "concat" not in LAYER_TYPES:
+            with pytest.raises(InputError, match="CONCATENATION"):
+                import_tflite(path)
+            continue
+        imported = import_tflite(path)
+        analysis = analyze(imported.model)
+        fid = check_fidelity(imported, path.read_bytes(), analysis, x, "fixture inputs")
+        if suffix:
+            assert imported.quant is not None and max(fid.layers.values()) == 0, fid.layers
+        else:
+            assert max(fid.layers.values()) <= FLOAT_GOAL, fid.layers
+            y = reference.run(analysis, imported.weights, x)[analysis.model.output].reshape(len(x), -1)
+            keras = data["outputs"].reshape(len(x), -1)
+            assert np.abs(y - keras).max() <= FLOAT_GOAL * np.abs(keras).max()
+    if name == "keras_cnn":  # ZeroPadding2D + VALID stride-2 conv: the PAD kept per side
+        first = analyze(import_tflite(FIXTURES / "keras_cnn.tflite").model).layers[0]
+        assert first.pads == (1, 1, 1, 1) and first.out_shape == (10, 8, 8)
+
+
 # -- refusals --------------------------------------------------------------------------------------
 
 

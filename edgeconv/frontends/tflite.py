@@ -488,12 +488,12 @@ class _Importer:
         if src.pads == same_pads((h, w), (kernel_wh[1], kernel_wh[0]), (stride_wh[1], stride_wh[0])):
             self.notes.append(f"{name}: PAD {list(src.pads)} folded as SAME padding")
             return "same"
+        if _ir_takes_side_pads():  # kept per side, with the frameworks' floor semantics
+            self.notes.append(f"{name}: PAD (top, left, bottom, right) {list(src.pads)} folded into its padding")
+            return (int(top), int(left), int(bottom), int(right))
         if top == left == bottom == right:
             self.notes.append(f"{name}: PAD {top} on every side folded as P={top}")
             return int(top)
-        if _ir_takes_side_pads():
-            self.notes.append(f"{name}: PAD (top, left, bottom, right) {list(src.pads)} folded into its padding")
-            return (int(top), int(left), int(bottom), int(right))
         raise self.fail(
             f"{name}: PAD (top, left, bottom, right) {list(src.pads)} is neither SAME nor symmetric; "
             f"the IR has no per-side padding yet"
