@@ -1,0 +1,200 @@
+"""Firmware: the model as a C array, a TFLM + CMSIS-NN project compiled against the cached
+library, run on qemu-system-arm's Cortex-M4 board; outputs against the golden and host TFLM,
+a corrupted model array caught, arena and flash figures against the device run and the map.
+
+The TFLM library is never built here (about 10 min): it must be in the cache
+(scripts/build_tflm.sh --cpu cortex-m4 --kernels cmsis_nn, run by .ci/build-firmware-lib.sh)."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeconv.artifacts.build import BuildRequest, run_build
+from edgeconv.artifacts.folder import load_build
+from edgeconv.cli import cli
+from edgeconv.core.errors import InputError
+from edgeconv.device import cortex_m
+from edgeconv.firmware import app, carray, library
+from edgeconv.plan.targets import load_target
+from edgeconv.quant.golden import run_int8
+
+MLPERF = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf_tiny" / "ic_resnet8_int8.tflite"
+
+
+@pytest.fixture(scope="module")
+def lib():
+    try:
+        return library.find("cortex-m4", "cmsis_nn")
+    except InputError as err:
+        pytest.fail(f"{err} -- the tests use the cached library and do not build it")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _firmware_cache(tmp_path_factory):
+    # compile for real in every test session: a private firmware cache
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGECONV_FIRMWARE_CACHE", str(tmp_path_factory.mktemp("fw-cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def mlperf(lib, tmp_path_factory):
+    """The published MLPerf Tiny int8 ResNet-8 as a compiled firmware project."""
+    source = app.load_source(MLPERF)
+    project = app.make_project(source, lib)
+    folder = tmp_path_factory.mktemp("fw-mlperf") / "project"
+    app.write_project(folder, project)
+    app.compile_project(folder, lib)
+    return source, project, folder
+
+
+def _int8_inputs(n: int, shape=(32, 32, 3), seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-128, 128, (n, *shape), dtype=np.int8)
+
+
+def test_c_array_is_xxd_convention_aligned_with_crc(tmp_path):
+    data = bytes(range(256)) * 3 + b"\x07"
+    files = carray.model_files(data, "model.int8.tflite")
+    cc = files["model_data.cc"].decode()
+    assert "alignas(16) const unsigned char model_int8_tflite[] = {" in cc
+    assert f"const unsigned int model_int8_tflite_len = {len(data)};" in cc
+    body = cc.split("{", 1)[1].split("}", 1)[0]
+    assert bytes(int(tok, 16) for tok in re.findall(r"0x([0-9a-f]{2})", body)) == data
+    if shutil.which("xxd"):  # same lines as xxd -i (12 bytes a line)
+        (tmp_path / "model.int8.tflite").write_bytes(data)
+        ref = subprocess.run(["xxd", "-i", "model.int8.tflite"], cwd=tmp_path, capture_output=True, text=True).stdout
+        ref_lines = [ln.strip().rstrip(",") for ln in ref.splitlines() if ln.strip().startswith("0x")]
+        assert [ln.strip().rstrip(",") for ln in body.strip().splitlines()] == ref_lines
+    import zlib
+
+    assert f"0x{zlib.crc32(data):08x}u" in cc
+
+
+def test_project_is_deterministic_and_resolves_exactly_the_models_ops(lib):
+    source = app.load_source(MLPERF)
+    a, b = app.make_project(source, lib), app.make_project(app.load_source(MLPERF), lib)
+    assert a.files == b.files
+    main = a.files["main.cc"].decode()
+    assert "MicroMutableOpResolver<6>" in main
+    added = re.findall(r"resolver\.(Add\w+)\(\)", main)
+    assert added == [
+        "AddAdd",
+        "AddAveragePool2D",
+        "AddConv2D",
+        "AddFullyConnected",
+        "AddReshape",
+        "AddSoftmax",
+    ]
+    assert f"kArenaBytes = {a.arena_bytes};" in main
+    assert b"--specs=rdimon.specs" in a.files["Makefile"] and b"-mcpu=cortex-m4" in a.files["Makefile"]
+
+
+def test_mlperf_resnet8_on_cortex_m4_matches_host_tflm_bit_for_bit(mlperf):
+    from tflite_micro.python.tflite_micro import runtime
+
+    source, project, folder = mlperf
+    x = _int8_inputs(6)
+    run = cortex_m.run_elf(folder / app.ELF, "cortex-m4", x)
+    host = runtime.Interpreter.from_bytes(source.data)
+    want = []
+    for i in range(x.shape[0]):
+        host.set_input(x[i : i + 1], 0)
+        host.invoke()
+        want.append(np.array(host.get_output(0)).reshape(-1))
+    assert np.array_equal(run.outputs[0], np.stack(want))  # CMSIS-NN on the M4 == host TFLM: 0 LSB
+    # arena on the 32-bit part: measured by the firmware, below what edgeconv compiled in and
+    # below the x86-64 host's (55,984 B: 64-bit structs in the tail)
+    assert run.arena_used_bytes == 54_996
+    assert run.arena_used_bytes <= run.arena_bytes == project.arena_bytes
+    # instruction counts: every invoke counted, same order of magnitude
+    assert len(run.instructions) == 6 and min(run.instructions) > 20_000_000
+    assert max(run.instructions) - min(run.instructions) < 0.01 * min(run.instructions)
+
+
+def test_flash_split_adds_up_to_the_elf_and_the_map(mlperf):
+    source, project, folder = mlperf
+    mem = app.memory_figures(folder)
+    split = mem["flash_split"]
+    assert split["model"] == len(source.data) + 8  # the array + its _len and _crc32 words
+    assert split["model"] + split["kernels"] + split["runtime"] == mem["size"]["text"]
+    sections = mem["sections"]
+    assert mem["size"]["text"] >= sections[".text"] + sections[".rodata"]
+    assert mem["size"]["bss"] >= project.arena_bytes  # the static arena is in .bss
+    text = (folder / app.MAP).read_text()
+    for kernel in ("arm_convolve_wrapper_s8", "arm_fully_connected_s8", "arm_avgpool_s8"):
+        assert kernel in text  # the CMSIS-NN kernels are linked in
+    assert 40_000 < split["kernels"] < 150_000 and 20_000 < split["runtime"] < 150_000
+
+
+def test_corrupted_model_array_is_caught(mlperf, lib, tmp_path):
+    _, _, folder = mlperf
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    cc = (broken / "model_data.cc").read_text().splitlines()
+    cc[200] = re.sub(r"0x[0-9a-f]{2}", "0x5a", cc[200], count=3)  # three weight bytes changed
+    (broken / "model_data.cc").write_text("\n".join(cc) + "\n")
+    app.compile_project(broken, lib)
+    with pytest.raises(InputError, match=r"exit 3: model array CRC-32 mismatch"):
+        cortex_m.run_elf(broken / app.ELF, "cortex-m4", _int8_inputs(1))
+
+
+@pytest.fixture(scope="module")
+def ds_cnn(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ds_cnn") / "build"
+    run_build(BuildRequest(recipe="ds_cnn", out=str(folder), calib_samples=8))
+    return load_build(folder)
+
+
+def test_recipe_on_mcu_m4_matches_the_tflm_golden_at_every_layer(ds_cnn, lib):
+    from edgeconv.backends import get_backend, require
+    from edgeconv.quant.quantize import quantize_input
+
+    backend = require(get_backend(load_target("mcu-m4")))
+    spec = ds_cnn.analysis.model.input
+    x = np.random.default_rng(1).standard_normal((4, spec.height, spec.width, spec.channels)).astype(np.float32)
+    x_q = quantize_input(x, ds_cnn.qparams.activations["input"])
+    want = run_int8(ds_cnn.analysis, ds_cnn.qparams, x_q, "tflm", keep_all=True)
+    got = backend.run(ds_cnn, x_q)
+    assert np.array_equal(got, want[ds_cnn.analysis.model.output])
+    layers = [layer.name for layer in ds_cnn.analysis.model.layers]
+    per_layer = backend.run_layers(ds_cnn, x_q, layers)
+    worst = {
+        name: int(np.abs(per_layer[name].astype(int) - want[name].reshape(per_layer[name].shape)).max())
+        for name in layers
+    }
+    assert max(worst.values()) == 0, worst  # CMSIS-NN depthwise, conv, pool, dense, softmax: 0 LSB
+
+
+def test_validate_on_qemu_cortex_m4(ds_cnn, lib, tmp_path):
+    bundle = tmp_path / "b.tar.gz"
+    r = CliRunner().invoke(cli, ["bundle", str(ds_cnn.folder), "--target", "mcu", "-o", str(bundle), "--samples", "4"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["validate", str(bundle), "--device", "qemu-cortex-m4", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["passed"] and doc["kernels"] == "cmsis_nn" and doc["vs_golden"]["max_lsb"] == 0
+
+
+def test_missing_library_names_the_cache_and_the_script(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECONV_TFLM_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(InputError, match=r"not built in .*empty/cortex-m4-cmsis_nn.*scripts/build_tflm.sh"):
+        library.find("cortex-m4", "cmsis_nn")
+    r = CliRunner().invoke(cli, ["firmware", str(MLPERF), "-o", str(tmp_path / "p")])
+    assert r.exit_code == 2 and "scripts/build_tflm.sh" in r.output
+    assert not (tmp_path / "p").exists()
+
+
+def test_library_sources_are_checked_by_sha256(tmp_path):
+    fake = tmp_path / "src"
+    fake.mkdir()
+    for name in library.ARCHIVES:
+        (fake / name).write_bytes(b"not the archive")
+    with pytest.raises(InputError, match="sha256"):
+        library.check_sources(fake)
