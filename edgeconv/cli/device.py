@@ -12,6 +12,7 @@ import json
 import click
 
 from edgeconv.cli.common import FLOAT, INT, check_sample_count, check_seed
+from edgeconv.cli.fleet import fleet_options, is_fleet, validate_fleet, validate_labgrid
 
 
 @click.command()
@@ -90,8 +91,12 @@ def bundle(folder, target, output_path, inputs_path, samples, seed, as_json, sig
 
 
 @click.command()
-@click.argument("bundle_path", metavar="BUNDLE")
-@click.option("--device", required=True, metavar="D", help="local | ssh://user@host[:port] | qemu-aarch64")
+@click.argument("bundle_paths", metavar="BUNDLE...", nargs=-1, required=True)
+@click.option(
+    "--device",
+    metavar="D",
+    help="local | ssh://user@host[:port] | qemu-aarch64 | labgrid://PLACE | labgrid://?tags=k=v,...",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--junit", "junit_path", metavar="FILE", help="Write JUnit XML (one test case per check).")
 @click.option("--timeout", type=FLOAT, default=600.0, show_default=True, help="Run timeout in seconds.")
@@ -120,8 +125,9 @@ def bundle(folder, target, output_path, inputs_path, samples, seed, as_json, sig
     metavar="KEY.pub.pem",
     help="Refuse the bundle unless its manifest carries a valid Ed25519 signature by this public key.",
 )
+@fleet_options
 def validate(
-    bundle_path,
+    bundle_paths,
     device,
     as_json,
     junit_path,
@@ -132,14 +138,35 @@ def validate(
     python,
     target,
     verify_key,
+    **fleet,
 ):
     """Run a bundle on a device and apply parity's checks to its outputs.
 
     local runs runner.py in a subprocess; ssh:// copies the bundle with scp and runs it with
     ssh (BatchMode, connection and run timeouts); qemu-aarch64 runs it with an aarch64 Python
     under qemu-aarch64-static (LiteRT reference kernels; build the userland with
-    scripts/build_aarch64_userland.sh). Exit 0 pass, 1 a check failed, 2 bad usage or input.
+    scripts/build_aarch64_userland.sh); labgrid:// reserves and acquires a place from the
+    coordinator and runs over its NetworkService like ssh://, releasing the place in every case.
+    Several bundles or --devices FLEET.toml run every bundle on every device (--jobs at once) into
+    one report. Exit 0 pass, 1 a check failed, 2 bad usage or input, 75 infrastructure failure
+    (device unreachable, place not acquired within --wait, copy failed, timed out).
     """
+    if is_fleet(bundle_paths, device, fleet):
+        return validate_fleet(
+            bundle_paths,
+            device,
+            fleet,
+            as_json,
+            junit_path,
+            timeout,
+            connect_timeout,
+            identity,
+            known_hosts,
+            python,
+            target,
+            verify_key,
+        )
+    bundle_path = bundle_paths[0]
     from pathlib import Path
 
     from edgeconv.core.errors import CheckFailed
@@ -147,12 +174,15 @@ def validate(
     from edgeconv.device.validate import SshOptions, check_timeouts, parse_device
     from edgeconv.device.validate import validate as run_validate
 
-    dev = parse_device(device)
+    dev = device if device.startswith("labgrid://") else parse_device(device)
     check_timeouts(timeout, connect_timeout)
     if junit_path:
         check_output_path(Path(junit_path), "--junit")
     ssh = SshOptions.from_env(connect_timeout, identity, known_hosts, python)
-    report = run_validate(bundle_path, dev, timeout, ssh, python, target, verify_key)
+    if isinstance(dev, str):
+        report = validate_labgrid(bundle_path, dev, fleet, timeout, ssh, python, target, verify_key)
+    else:
+        report = run_validate(bundle_path, dev, timeout, ssh, python, target, verify_key)
     if junit_path:
         write_bytes_atomic(Path(junit_path), report.to_junit(), "--junit")
     if as_json:

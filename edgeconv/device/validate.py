@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeconv.core.errors import InputError, MissingRuntime, UsageError
+from edgeconv.core.errors import DeviceUnavailable, InputError, MissingRuntime, UsageError
 from edgeconv.device.bundle import (
     FLOAT_REFERENCE,
     GOLDENS,
@@ -128,7 +128,7 @@ def parse_device(spec: str) -> Device:
         if not _USER.match(user):
             raise UsageError(f"{usage} (user name {user!r} is not a plain login name)")
     port = None
-    m = re.match(r"^(\[[^\]]*\]|[^:]*)(?::(\d+))?$", rest)
+    m = re.match(r"^(\[[^\]]*\]|[^:]*)(?::(\d+))?$", rest, re.ASCII)  # ASCII: not port '２２'
     if not m or not m.group(1) or not _HOST.match(m.group(1)):
         raise UsageError(f"{usage} (host {rest!r} is not a host name or address)")
     if m.group(2) is not None:
@@ -289,8 +289,8 @@ def _last_line(text: str) -> str:
 def _run(argv: list[str], timeout: float, what: str, env: dict | None = None) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise InputError(f"{what}: did not finish within {timeout:g} s (raise --timeout)") from None
+    except subprocess.TimeoutExpired:  # a hung device: infrastructure (exit 75), not a verdict
+        raise DeviceUnavailable(f"{what}: did not finish within {timeout:g} s (raise --timeout)") from None
     except FileNotFoundError:
         raise MissingRuntime(f"{what}: {argv[0]} not found") from None
 
@@ -448,9 +448,11 @@ class SshDevice:
 
     def _check(self, proc: subprocess.CompletedProcess, what: str) -> None:
         if proc.returncode == 255:  # ssh's own failure: cannot connect, authenticate, ...
-            raise InputError(f"device {self.device}: {what}: ssh failed: {_last_line(proc.stderr) or 'exit 255'}")
+            raise DeviceUnavailable(
+                f"device {self.device}: {what}: ssh failed: {_last_line(proc.stderr) or 'exit 255'}"
+            )
         if proc.returncode != 0:
-            raise InputError(
+            raise (DeviceUnavailable if "(scp)" in what else InputError)(
                 f"device {self.device}: {what} failed (exit {proc.returncode}): "
                 f"{_last_line(proc.stderr) or _last_line(proc.stdout) or 'no output'}"
             )
