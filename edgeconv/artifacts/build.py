@@ -182,7 +182,7 @@ def report_markdown(result: BuildResult) -> str:
     ):
         limit = s["budgets"][key]
         pct = f"{100 * used / limit:.1f}%" if limit else "no limit"
-        lines.append(f"| {key} | {used:,} | {limit if limit is None else format(limit, ',')} | {pct} |")
+        lines.append(f"| {key} | {used:,} | {'none' if limit is None else format(limit, ',')} | {pct} |")
     lines += ["", "## Layers", "", markdown_table(layer_rows(result.analysis)), ""]
     if result.plan:
         lines += ["## Plan", "", f"Objective: {OBJECTIVE}.", "", f"Chosen: `{result.plan.candidate.name}`.", ""]
@@ -371,8 +371,14 @@ def run_build(req: BuildRequest, progress=None) -> BuildResult:
         "target": req.target.name if req.target else None,
         "model": model_to_dict(model),
         "layers": [
-            dict(zip(("name", "op", "input", "output", "window", "params", "macs", "out_bytes"), row))
-            for row in layer_rows(analysis)[:-1]
+            # the text columns as the report shows them, the counts as numbers (not "9,472")
+            {
+                **dict(zip(("name", "op", "input", "output", "window"), row[:5])),
+                "params": info.params,
+                "macs": info.macs,
+                "out_bytes": info.out_elements,
+            }
+            for row, info in zip(layer_rows(analysis)[:-1], analysis.layers)
         ],
         "plan": None
         if the_plan is None

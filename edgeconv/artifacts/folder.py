@@ -247,6 +247,8 @@ def load_build(folder: str | Path) -> BuiltModel:
     folder = Path(folder)
     if os.path.islink(folder):
         raise InputError(f"build folder {folder}: is a symbolic link; give the folder itself")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"build folder {folder}: is a file, expected a folder written by 'edgeconv build --out DIR'")
     if not folder.is_dir():
         raise InputError(f"build folder {folder}: not found (create it with 'edgeconv build --out {folder}')")
     files = read_manifest(folder)

@@ -172,6 +172,11 @@ class CpuBackend:
         return (1, m.channels, m.height, m.width)
 
     def run(self, build: BuiltModel, x_q: np.ndarray) -> np.ndarray:
+        from edgeconv.backends.foreign_qdq import is_foreign
+
+        if is_foreign(build):  # a user's own QDQ file (float I/O): its output read as integers
+            output = build.analysis.model.output
+            return self.run_layers(build, x_q, [output])[output]
         x_q = check_input(build, x_q, build.qdq_dtype)
         path = build.artifact("qdq_onnx")
         sess = self.session_for_file(path)
@@ -183,8 +188,15 @@ class CpuBackend:
         path = build.artifact("qdq_onnx")
 
         def run_exposed(names: list[str]) -> dict[str, np.ndarray]:
+            from edgeconv.backends import foreign_qdq
             from edgeconv.export.expose import onnx_with_outputs  # ORT keeps the same fused kernels
 
+            if foreign_qdq.is_foreign(build):
+                data = path.read_bytes()
+                ints = foreign_qdq.integer_names(data, names)
+                what = f"{path} with {len(names)} layer outputs"
+                sess = self.session_for_bytes(onnx_with_outputs(data, ints), what)
+                return dict(zip(names, foreign_qdq.run(sess, build, x_q, build.qdq_dtype, ints)))
             sess = self.session_for_bytes(
                 onnx_with_outputs(path.read_bytes(), names), f"{path} with {len(names)} layer outputs"
             )

@@ -98,7 +98,7 @@ def targets_option(text: str):
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
         raise UsageError(f"--targets: expected a comma-separated list like cpu,arm,npu,mcu, got {text!r}")
-    return [load_target(n) for n in names]
+    return [load_target(n, option="--targets") for n in names]
 
 
 def float_inputs(path: str, build, what: str, min_samples: int = 1):

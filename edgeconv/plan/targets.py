@@ -213,15 +213,15 @@ def parse_profile(data: dict[str, Any], source: str) -> Target:
     )
 
 
-def load_target(spec: str) -> Target:
-    """A target is a name from targets/ or a path to a profile .toml."""
+def load_target(spec: str, option: str = "--target") -> Target:
+    """A target is a name from targets/ or a path to a profile .toml; errors name `option`."""
     path = Path(spec)
     if path.suffix != ".toml":
         path = targets_dir() / f"{spec}.toml"
         if not path.is_file():
-            raise UsageError(f"--target: expected one of {', '.join(target_names())} or a profile .toml, got {spec!r}")
+            raise UsageError(f"{option}: expected one of {', '.join(target_names())} or a profile .toml, got {spec!r}")
     elif not path.is_file():
-        raise UsageError(f"--target: profile file {spec} not found")
+        raise UsageError(f"{option}: profile file {spec} not found")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
