@@ -292,3 +292,45 @@ def test_cli_import_refusals_exit_2_with_one_line(tmp_path):
         assert lines and lines[-1].startswith("edgeconv: error: "), result.stderr
         assert "Traceback" not in result.output + result.stderr
         assert not (tmp_path / "out").exists()
+
+
+# -- pools with windows smaller than the input, on ONNX Runtime's int8 kernels ------------------
+
+POOL_CASES = {
+    "avg2s2": ("avg", (2, 2), (2, 2), "valid"),
+    "avg3s1": ("avg", (3, 3), (1, 1), "valid"),
+    "avg3s2same": ("avg", (3, 3), (2, 2), "same"),
+    "avg3s2pads": ("avg", (3, 3), (2, 2), (1, 1, 1, 1)),
+    "max3s2pads": ("max", (3, 3), (2, 2), (1, 1, 1, 1)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(POOL_CASES))
+def test_pool_windows_golden_equals_ort(case):
+    """QLinearAveragePool's sliding-window kernel (float32 over dequantized inputs) is
+    reproduced bit for bit by the ort_cpu golden."""
+    from edgeconv.core.ir import AvgPool, Conv2d, InputSpec, MaxPool, chain
+    from edgeconv.core.weights import init_weights
+    from edgeconv.export.onnx_qdq import build_qdq_onnx
+    from edgeconv.quant import calibrate as cal
+    from edgeconv.quant.golden import run_int8
+    from edgeconv.quant.quantize import quantize, quantize_input
+
+    kind, pool, stride, padding = POOL_CASES[case]
+    cls = AvgPool if kind == "avg" else MaxPool
+    model = chain(case, InputSpec(9, 7, 3), [Conv2d("c", 6, (3, 3), (1, 1), "same"), cls("p", pool, stride, padding)])
+    analysis = analyze(model)
+    weights = init_weights(analysis, seed=1)
+    result = cal.calibrate(analysis, weights, cal.synthetic_calibration_set(analysis, 8, seed=0))
+    qp = quantize(analysis, weights, result.ranges, result.info)
+    x = cal.synthetic_calibration_set(analysis, 24, seed=5)
+    x_q = quantize_input(x, qp.activations["input"], "int8")
+    want = run_int8(analysis, qp, x_q, "ort_cpu")["p"].astype(np.int64)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(build_qdq_onnx(analysis, weights, qp, "uint8").SerializeToString(), so)
+    got = []
+    for i in range(len(x)):
+        u8 = quantize_input(x[i : i + 1], qp.activations["input"], "uint8").transpose(0, 3, 1, 2)
+        got.append(sess.run(None, {"input": np.ascontiguousarray(u8)})[0].astype(np.int64) - 128)
+    assert np.array_equal(np.concatenate(got).transpose(0, 2, 3, 1), want)

@@ -69,8 +69,8 @@ TFLITE_OP = {
 # Empty: every runtime matched with 0 LSB on every recipe and planner model tested
 # (tests/test_golden.py; 48 inputs per model measured by hand; 64 inputs of N(0,1) x1 and x3 on
 # every recipe and both planner models, every layer the runtime exposes, after the exact
-# XNNPACK and MLAS ADD arithmetic was added). Not covered, hence not listed:
-# ORT's QLinearAveragePool with a window smaller than the input (see ort_avg_pool).
+# XNNPACK and MLAS ADD arithmetic was added). ORT's QLinearAveragePool with a window smaller
+# than the input runs its own float32 kernel, reproduced by ort_avg_pool_sliding.
 KNOWN_MODEL_DEVIATIONS: dict[tuple[str, str], dict] = {}
 
 
@@ -167,16 +167,49 @@ def ort_avg_pool(x, x_zp, s_in, s_out, zp_out, pool_hw, stride_hw, pads):
     input (the only avg_pool the recipes and the planner emit): like QLinearGlobalAveragePool,
     int32 sum of (q − zp_in) times float32(s_in / (s_out · count)), round half to even, + zp_out.
 
-    For smaller, sliding windows ORT runs another kernel that this formula does not match
-    (measured: mismatches in about half of random cases, ORT 1.32 x86-64); that kernel is not
-    reproduced here and no tested model uses it (see KNOWN_MODEL_DEVIATIONS' note).
+    For smaller, sliding windows (or padding) ORT runs another kernel, which this formula does
+    not match (about half of random cases, ORT 1.32 x86-64): see ort_avg_pool_sliding.
     """
+    h, w = np.shape(x)[1:3]
+    if tuple(pool_hw) != (h, w) or any(pads):
+        return ort_avg_pool_sliding(x, x_zp, s_in, s_out, zp_out, pool_hw, stride_hw, pads)
     taps = int8_ops._pool_windows(np.asarray(x, np.int64) - x_zp, pool_hw, stride_hw, pads)
     acc = sum(np.where(m, v, 0) for v, m in taps)
     count = sum(np.broadcast_to(m, v.shape).astype(np.int64) for v, m in taps)
     scale = (np.float32(s_in) / (np.float32(s_out) * count.astype(np.float32))).astype(np.float32)
     out = np.rint((acc.astype(np.float32) * scale).astype(np.float32)).astype(np.int64) + zp_out
     return np.clip(out, -128, 127).astype(np.int8)
+
+
+def ort_avg_pool_sliding(x, x_zp, s_in, s_out, zp_out, pool_hw, stride_hw, pads):
+    """QLinearAveragePool with a window smaller than the input (or padding), as ORT's CPU kernel
+    computes it on the uint8 QDQ model: the input dequantized to float32, x_scale · (q − zp);
+    a float32 sum over the window's pixels inside the image in row-major order (h, then w);
+    divided by their count; then nearbyint(y / y_scale + y_zero_point) on the uint8 grid.
+    Measured bit-exact on ORT 1.32 x86-64 (tests/test_frontend_onnx.py: the avgpool fixture)."""
+    q = np.asarray(x, np.int64)
+    xf = (np.float32(s_in) * (q - x_zp).astype(np.float32)).astype(np.float32)
+    top, left, bottom, right = pads
+    n, h, w, c = xf.shape
+    kh, kw = pool_hw
+    sh, sw = stride_hw
+    out_h = (h + top + bottom - kh) // sh + 1
+    out_w = (w + left + right - kw) // sw + 1
+    padded = np.pad(xf, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    inside = np.pad(np.ones((h, w), bool), ((top, bottom), (left, right)))
+    acc = np.zeros((n, out_h, out_w, c), np.float32)
+    count = np.zeros((out_h, out_w), np.int64)
+    for i in range(kh):  # row-major over the window, like the kernel's loops
+        for j in range(kw):
+            rows = slice(i, i + (out_h - 1) * sh + 1, sh)
+            cols = slice(j, j + (out_w - 1) * sw + 1, sw)
+            m = inside[rows, cols]
+            acc = np.where(m[None, :, :, None], (acc + padded[:, rows, cols, :]).astype(np.float32), acc)
+            count += m
+    mean = (acc / count[None, :, :, None].astype(np.float32)).astype(np.float32)
+    zp_u = np.float32(zp_out + 128)
+    y = np.rint((mean / np.float32(s_out) + zp_u).astype(np.float32)).astype(np.int64)
+    return (np.clip(y, 0, 255) - 128).astype(np.int8)
 
 
 def ort_softmax(x, s_in, zp_out=-128, s_out=1.0 / 256.0):
