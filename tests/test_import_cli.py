@@ -156,3 +156,20 @@ def test_bad_model_files_are_one_line_errors(tmp_path):
 def test_format_is_sniffed_from_magic_bytes():
     assert sniff_format(Path("m.bin"), b"\x1c\x00\x00\x00TFL3\x00\x00") == "tflite"
     assert sniff_format(Path("m.bin"), b"\x08\x08\x12\x07pytorch") == "onnx"
+
+
+def test_ort_quantized_qdq_file_is_the_artifact_under_test(tmp_path):
+    """ONNX Runtime's quantize_static output (float I/O, Q/DQ inside) copied byte for byte and
+    run as it is: 0 LSB at every layer vs the ort_cpu golden of the file's own parameters."""
+    pytest.importorskip("onnxruntime", reason="the cpu target needs onnxruntime (pip install 'edgeconv[cpu]')")
+    source = Path(__file__).resolve().parent / "data" / "import" / "qdq_residual.onnx"
+    r = invoke("import", source, "--out", tmp_path / "q", "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["source_format"] == "onnx-qdq" and s["original"] == "model.int8.onnx"
+    assert (tmp_path / "q" / "model.int8.onnx").read_bytes() == source.read_bytes()
+    r = invoke("parity", tmp_path / "q", "--targets", "cpu,mcu", "--samples", "32", "--json")
+    assert r.exit_code == 0, r.output
+    for t in json.loads(r.stdout)["targets"]:
+        assert t["deployment"]["vs_golden"]["max_lsb"] == 0, t["target"]
+        assert all(row["max_lsb"] == 0 for row in t["deployment"]["per_layer"]), t["target"]

@@ -268,9 +268,10 @@ def _check_plan_round_trip(imported: ImportedModel, analysis: Analysis) -> None:
 
 
 def _qdq_dtype_of(imported: ImportedModel) -> str:
-    quant = imported.quant
-    dtype = quant.calibration.get("qdq_dtype") if quant is not None else None
-    return dtype if dtype in ("uint8", "int8") else "uint8"
+    """The activation dtype of a user's QDQ file (its QuantizeLinear zero points' type)."""
+    from edgeconv.backends.foreign_qdq import activation_dtype
+
+    return activation_dtype(bytes(imported.original_artifact), Path(imported.source).name)
 
 
 def _onnx_fidelity(imported, analysis, x, x_source, qparams):

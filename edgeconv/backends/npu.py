@@ -209,6 +209,11 @@ class NpuBackend:
         return {n: np.concatenate(v) for n, v in outs.items()}
 
     def run(self, build: BuiltModel, x_q: np.ndarray) -> np.ndarray:
+        from edgeconv.backends.foreign_qdq import is_foreign
+
+        if is_foreign(build):  # a user's own QDQ file (float I/O): its output read as integers
+            output = build.analysis.model.output
+            return self.run_layers(build, x_q, [output])[output]
         x_q = check_input(build, x_q, self._dtype(build))
         path = build.artifact("qdq_onnx")
         sess = self._cached(
@@ -228,6 +233,15 @@ class NpuBackend:
         path = build.artifact("qdq_onnx")
 
         def run_exposed(names: list[str]) -> dict[str, np.ndarray]:
+            from edgeconv.backends import foreign_qdq
+
+            if foreign_qdq.is_foreign(build):  # a user's own QDQ file: float I/O, integers read inside
+                data = path.read_bytes()
+                ints = foreign_qdq.integer_names(data, names)
+                key = ("foreign", str(path.resolve()), path.stat().st_mtime_ns, tuple(ints))
+                label = f"{path.name} with {len(names)} layer outputs"
+                sess = self._cached(key, lambda: self._session(onnx_with_outputs(data, ints), label))
+                return dict(zip(names, foreign_qdq.run(sess, build, x_q, build.qdq_dtype, ints)))
             key = ("layers", str(path.resolve()), path.stat().st_mtime_ns, tuple(names))
             sess = self._cached(
                 key,
