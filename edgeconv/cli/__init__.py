@@ -32,7 +32,10 @@ class _Cli(click.Group):
         except click.UsageError as err:
             hint = f" (see '{err.ctx.command_path} --help')" if err.ctx else ""
             _fail(err.format_message().replace("\n", " ") + hint, 2)
-        except click.exceptions.Abort:
+        except click.exceptions.Abort as err:
+            cause = err.__cause__  # click turns KeyboardInterrupt (and so SIGTERM/SIGHUP) into Abort
+            if isinstance(cause, _Terminated):
+                _fail(f"interrupted by {cause.name}; no output was left half-written", 128 + cause.signum)
             _fail("interrupted", 130)
         except _Terminated as err:
             _fail(f"interrupted by {err.name}; no output was left half-written", 128 + err.signum)

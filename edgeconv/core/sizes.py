@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 from edgeconv.core.errors import UsageError
 
@@ -17,7 +18,8 @@ _UNITS = {
     "MIB": 2**20,
     "GIB": 2**30,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$", re.ASCII)  # ASCII: not '１MB'
+MAX_SIZE = 10**15  # 1 PB: any budget beyond is a typo
 
 
 def parse_size(text: str, what: str = "size") -> int:
@@ -26,11 +28,13 @@ def parse_size(text: str, what: str = "size") -> int:
     if not match or match.group(2).upper() not in _UNITS:
         raise UsageError(f"{what}: expected a size like 1MB, 256KB, 64KiB or 4096B, got {text!r}")
     number, unit = match.groups()
-    value = float(number) * _UNITS[unit.upper()]
-    if value != int(value):
-        raise UsageError(f"{what}: {text!r} is not a whole number of bytes ({value:g} B)")
+    value = Fraction(number) * _UNITS[unit.upper()]  # exact: float would round 99999999999GB
+    if value.denominator != 1:
+        raise UsageError(f"{what}: {text!r} is not a whole number of bytes ({float(value):g} B)")
     if value <= 0:
         raise UsageError(f"{what}: expected a size above zero, got {text!r}")
+    if value > MAX_SIZE:
+        raise UsageError(f"{what}: {text!r} is {int(value):,} B, over the largest size edgeconv takes (1 PB)")
     return int(value)
 
 
@@ -47,8 +51,10 @@ def parse_shape(text: str, what: str = "--input") -> tuple[int, int, int]:
     """Parse 'WxHxC' (as in the lecture notes) into (W, H, C)."""
     parts = str(text).lower().replace("×", "x").split("x")
     try:
-        dims = tuple(int(p) for p in parts)
+        dims = tuple(int(p) for p in parts if p.strip().isascii())  # int() also takes '٣'
     except ValueError:
+        dims = ()
+    if len(dims) != len(parts):
         dims = ()
     if len(dims) != 3 or min(dims) <= 0:
         raise UsageError(f"{what}: expected WxHxC with three positive integers like 32x32x3, got {text!r}")

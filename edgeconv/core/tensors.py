@@ -131,3 +131,28 @@ def check_count(value: int, what: str, limit: int) -> int:
     if not 0 <= value <= limit:
         raise UsageError(f"{what}: expected 0 to {limit:,}, got {value:,}")
     return value
+
+
+# the float reference runs this many samples at once (quant.calibrate.BATCH); its sliding
+# windows are the largest temporaries edgeconv allocates
+REFERENCE_BATCH = 16
+
+
+def check_analysis_memory(analysis, what: str) -> None:
+    """Refuse a model whose tensors would exceed the ceiling, before any is allocated: the
+    input, every layer's output and weights (float32), and each conv's sliding windows over
+    a batch of the float reference."""
+    w, h, c = analysis.model.input.shape
+    check_tensor((h, w, c), 4 * REFERENCE_BATCH, what, f"the {w}x{h}x{c} input (a batch of {REFERENCE_BATCH})")
+    for info in analysis.layers:
+        ow, oh, oc = info.out_shape
+        check_tensor((oh, ow, oc), 4 * REFERENCE_BATCH, what, f"layer {info.name}'s {ow}x{oh}x{oc} output")
+        check_tensor((info.params,), 4, what, f"layer {info.name}'s {info.params:,} parameters")
+        if info.op in ("conv2d", "depthwise_conv2d") and oc:
+            windows = info.macs // oc if info.op == "conv2d" else info.macs
+            check_tensor((windows,), 4 * REFERENCE_BATCH, what, f"layer {info.name}'s sliding windows")
+
+
+def check_samples_memory(n: int, analysis, what: str) -> None:
+    w, h, c = analysis.model.input.shape
+    check_tensor((n, h, w, c), 4, what, f"{n:,} samples of {w}x{h}x{c}")

@@ -32,6 +32,9 @@ FILTER_CHOICES = (8, 16, 32, 64, 128, 256, 512)
 STEM_KERNELS = (3, 5, 7)
 CONVS_PER_STAGE = (1, 2, 3)
 MAX_FLATTEN_PIXELS = 16  # flatten head only on maps of at most 4x4
+# the search visits at most this many partial networks (a 32x32x3 input under 1 MB visits
+# ~10^4; a huge input or budget would otherwise search for minutes): beyond it, a one-line error
+MAX_SEARCH_NODES = 300_000
 OBJECTIVE = "maximize MACs within the model-bytes, peak-RAM and MAC budgets; ties: fewer parameters, then plan name"
 
 
@@ -146,11 +149,22 @@ def _fits(value: int, limit: int | None) -> bool:
     return limit is None or value <= limit
 
 
+class SearchCapped(InfeasibleError):
+    """The search visited MAX_SEARCH_NODES partial networks without finishing."""
+
+
 def search(
-    input_spec: InputSpec, classes: int, budgets: Budgets | None, limits: TargetLimits = TargetLimits()
+    input_spec: InputSpec,
+    classes: int,
+    budgets: Budgets | None,
+    limits: TargetLimits = TargetLimits(),
+    max_nodes: int | None = None,
 ) -> list[Candidate]:
-    """Every candidate that meets the budgets (all candidates when budgets is None)."""
+    """Every candidate that meets the budgets (all candidates when budgets is None); raises
+    SearchCapped after visiting max_nodes (default MAX_SEARCH_NODES) partial networks."""
     found: list[Candidate] = []
+    cap = MAX_SEARCH_NODES if max_nodes is None else max_nodes
+    visited = [0]
     stem_stride = 2 if max(input_spec.width, input_spec.height) > 64 else 1
     if not limits.allows_stride(stem_stride):
         stem_stride = 1  # a target without stride 2 keeps the stem at full resolution
@@ -169,6 +183,13 @@ def search(
             if filters and f < filters[-1]:
                 continue
             last_only = bool(convs) and n != convs[0]
+            visited[0] += 1
+            if visited[0] > cap:
+                w0, h0, c0 = input_spec.shape
+                raise SearchCapped(
+                    f"the planner's search for a {w0}x{h0}x{c0} input under these budgets passed {cap:,} "
+                    "candidate networks; give a smaller --input or tighter budgets, or build a --recipe"
+                )
             cur, cw, ch, cc = acc, w, h, c
             for j in range(n):
                 k = stem_k if first and j == 0 else 3
@@ -222,29 +243,41 @@ def candidate_model(c: Candidate, input_spec: InputSpec, classes: int) -> Model:
 
 
 def _infeasible_message(input_spec: InputSpec, classes: int, budgets: Budgets, limits: TargetLimits) -> str:
-    # search again with the model-bytes budget lifted (RAM and MAC limits still prune)
-    ram_ok = search(input_spec, classes, Budgets(10**18, budgets.ram_bytes, budgets.macs), limits)
-    parts = [
+    """Which budget binds and how far to raise it: lift the model-bytes budget, then RAM too,
+    then the MAC limit too, keeping the others (each search bounded like the main one)."""
+    head = (
         f"no plan fits model bytes <= {format_size(budgets.model_bytes)}"
         + (f", peak RAM <= {format_size(budgets.ram_bytes)}" if budgets.ram_bytes else "")
         + (f", MACs <= {budgets.macs:,}" if budgets.macs else "")
-    ]
-    if ram_ok:
-        smallest = min(ram_ok, key=lambda c: (c.model_bytes, c.name))
-        parts.append(
-            f"the smallest plan needs {format_size(smallest.model_bytes)} of model bytes "
-            f"({smallest.name}); use --budget {smallest.model_bytes}B or more"
-        )
-    else:
-        everything = search(input_spec, classes, None, limits)
-        if not everything:
-            return "no plan exists for this input and target (no supported conv fits the input)"
-        least_ram = min(everything, key=lambda c: (c.peak_ram, c.name))
-        parts.append(
-            f"the plan with the least RAM needs {format_size(least_ram.peak_ram)} "
-            f"({least_ram.name}); use --ram {least_ram.peak_ram}B or more"
-        )
-    return ": ".join(parts[:1]) + "; " + "; ".join(parts[1:])
+    )
+    lift, cap = 10**18, MAX_SEARCH_NODES // 3
+    try:
+        found = search(input_spec, classes, Budgets(lift, budgets.ram_bytes, budgets.macs), limits, cap)
+        if found:
+            smallest = min(found, key=lambda c: (c.model_bytes, c.name))
+            return (
+                f"{head}; the smallest plan needs {format_size(smallest.model_bytes)} of model bytes "
+                f"({smallest.name}); use --budget {smallest.model_bytes}B or more"
+            )
+        if budgets.ram_bytes:
+            found = search(input_spec, classes, Budgets(lift, None, budgets.macs), limits, cap)
+            if found:
+                least = min(found, key=lambda c: (c.peak_ram, c.name))
+                return (
+                    f"{head}; the plan with the least RAM needs {format_size(least.peak_ram)} "
+                    f"({least.name}); use --ram {least.peak_ram}B or more"
+                )
+        if budgets.macs:
+            found = search(input_spec, classes, Budgets(lift, None, None), limits, cap)
+            if found:
+                least = min(found, key=lambda c: (c.macs, c.name))
+                return (
+                    f"{head}; the plan with the fewest MACs needs {least.macs:,} ({least.name}); "
+                    f"use --macs {least.macs} or more"
+                )
+    except SearchCapped:
+        return f"{head}; no relaxed budget was found within {cap:,} candidates (try a smaller --input)"
+    return "no plan exists for this input and target (no supported conv fits the input)"
 
 
 def plan(

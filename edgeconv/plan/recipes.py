@@ -13,6 +13,7 @@ from typing import Any
 
 from edgeconv.core.errors import InputError
 from edgeconv.core.graph import analyze
+from edgeconv.core.tensors import check_analysis_memory
 from edgeconv.core.ir import LAYER_TYPES, Activation, InputSpec, Model, as_pair, chain
 
 _COMMON = {"name", "op", "inputs"}
@@ -194,9 +195,10 @@ def model_from_dict(data: dict[str, Any], source: str) -> Model:
         layers.append(_layer(f"{source}, layer {lname!r}", table))
     model = chain(name, InputSpec(*shape), layers, description=str(data.get("description", "")))
     try:
-        analyze(model)
+        analysis = analyze(model)
     except InputError as err:
         raise InputError(f"{source}: {err}") from None
+    check_analysis_memory(analysis, source)
     return model
 
 
