@@ -334,3 +334,32 @@ def test_pool_windows_golden_equals_ort(case):
         u8 = quantize_input(x[i : i + 1], qp.activations["input"], "uint8").transpose(0, 3, 1, 2)
         got.append(sess.run(None, {"input": np.ascontiguousarray(u8)})[0].astype(np.int64) - 128)
     assert np.array_equal(np.concatenate(got).transpose(0, 2, 3, 1), want)
+
+
+@pytest.mark.parametrize("name", FLOAT)
+def test_edgeconv_float_exports_of_imported_models_match_the_source(name, imported):
+    """The per-side pads, permuted dense weights and concat survive edgeconv's own float
+    exporters: float ONNX on ORT and float .tflite on LiteRT give the source's outputs."""
+    pytest.importorskip("ai_edge_litert", reason="the float .tflite check runs LiteRT")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeconv.export.onnx_float import build_float_onnx, serialize
+    from edgeconv.export.tflite import build_float_tflite
+
+    imp = imported(name)
+    layout = MANIFEST[name]["layout"]
+    analysis = analyze(imp.model)
+    data = npz(name)
+    x, want = to_nhwc(data["inputs"], layout), data["outputs"]
+    sess = ort.InferenceSession(serialize(build_float_onnx(analysis, imp.weights)), providers=["CPUExecutionProvider"])
+    got = np.concatenate([sess.run(None, {"input": x[i : i + 1].transpose(0, 3, 1, 2)})[0] for i in range(len(x))])
+    assert rel_err(got.reshape(want.shape), want) <= GOAL, f"{name}: edgeconv's float ONNX"
+    it = Interpreter(model_content=build_float_tflite(analysis, imp.weights), num_threads=1)
+    it.allocate_tensors()
+    outs = []
+    for i in range(len(x)):
+        it.set_tensor(it.get_input_details()[0]["index"], np.ascontiguousarray(x[i : i + 1]))
+        it.invoke()
+        outs.append(it.get_tensor(it.get_output_details()[0]["index"]).copy())
+    got = ir_output_in_source_layout(np.concatenate(outs), want.shape, layout)
+    assert rel_err(got, want) <= GOAL, f"{name}: edgeconv's float .tflite"
