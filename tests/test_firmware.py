@@ -198,3 +198,17 @@ def test_library_sources_are_checked_by_sha256(tmp_path):
         (fake / name).write_bytes(b"not the archive")
     with pytest.raises(InputError, match="sha256"):
         library.check_sources(fake)
+
+
+def test_latency_is_a_labelled_prediction_with_its_error_on_the_published_points():
+    from edgeconv.firmware import latency
+
+    m4, m7 = latency.BOARDS
+    assert 0.12 < latency.macs_per_cycle(m4) < 0.15 and 0.68 < latency.macs_per_cycle(m7) < 0.93
+    for board in latency.BOARDS:
+        assert max(abs(e) for e in latency.fit_errors(board).values()) < 0.2
+        assert max(abs(e) for e in latency.instruction_fit_errors(board).values()) < 0.1
+    rows = latency.predictions(latency.MLPERF_MACS["resnet8"], latency.MEASURED_INSTRUCTIONS["resnet8"])
+    assert [r["cpu"] for r in rows] == ["cortex-m4", "cortex-m7"]
+    assert all("prediction" in r["label"] for r in rows)
+    assert abs(rows[0]["predicted_ms"] / 704.0 - 1) < 0.15 and abs(rows[1]["predicted_ms"] / 62.25 - 1) < 0.2

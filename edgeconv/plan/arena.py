@@ -176,23 +176,27 @@ def lifetimes(g: TfliteGraph, output: str) -> dict[str, tuple[int, int]]:
     return {name: (first[name], last[name]) for name in g.activations}
 
 
-def greedy_plan(sizes: dict[str, int], life: dict[str, tuple[int, int]]) -> int:
-    """Bytes the greedy first-fit planner needs: largest buffers first, each at the lowest
-    offset free over its lifetime (ties in size keep the tensor order)."""
+def greedy_placements(sizes: dict[str, int], life: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int, int, int]]:
+    """Where the greedy first-fit planner puts each buffer: largest first, each at the lowest
+    offset free over its lifetime (ties in size keep the tensor order). name -> (offset,
+    aligned size, first op, last op), in placement order (report.html draws these)."""
     order = sorted(sizes, key=lambda n: -_align(sizes[n]))
-    placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
-    high = 0
+    placed: dict[str, tuple[int, int, int, int]] = {}
     for name in order:
         size, (first, last) = _align(sizes[name]), life[name]
-        overlapping = sorted((o, s) for o, s, f, end in placed if f <= last and first <= end)
+        overlapping = sorted((o, s) for o, s, f, end in placed.values() if f <= last and first <= end)
         offset = 0
         for o, s in overlapping:
             if offset + size <= o:
                 break
             offset = max(offset, o + s)
-        placed.append((offset, size, first, last))
-        high = max(high, offset + size)
-    return high
+        placed[name] = (offset, size, first, last)
+    return placed
+
+
+def greedy_plan(sizes: dict[str, int], life: dict[str, tuple[int, int]]) -> int:
+    """Bytes the greedy first-fit planner needs (the top of its highest buffer)."""
+    return max((o + s for o, s, _, _ in greedy_placements(sizes, life).values()), default=0)
 
 
 def predict_head_bytes(analysis: Analysis) -> int:
