@@ -228,3 +228,105 @@ def test_train_bad_inputs_are_one_line_errors(digits, args, message, monkeypatch
     r = _invoke("train", "ref", *args)
     assert r.exit_code == 2, r.output
     assert message in r.stderr and "Traceback" not in r.output
+
+
+def test_qat_fake_quant_is_the_exported_quantization(trained, digits):
+    """QAT installs exactly the QuantParams the export writes, and its fake-quantized layers
+    sit within 1 LSB of the int8 goldens (ONNX Runtime's fp32 family: nearly everywhere 0)."""
+    from edgeconv.artifacts.folder import load_build
+    from edgeconv.quant.golden import run_int8
+    from edgeconv.quant.quantize import quantize_input
+    from edgeconv.train import qat
+    from edgeconv.train.run import calibration_subset
+
+    folder, _ = trained
+    build = load_build(folder)
+    with np.load(digits / "train.npz") as d:
+        calib = calibration_subset(d["x"], 512, 0)
+    with np.load(digits / "val.npz") as d:
+        x = d["x"]
+    module = to_module(build.analysis, build.weights, batchnorm=False)  # the folder's weights, exactly
+    module.eval()
+    qp = qat.qparams_for(module, calib)
+    assert qp.activations == build.qparams.activations  # the folder was calibrated on the same inputs
+    assert all(np.array_equal(qp.q_weights[k], build.qparams.q_weights[k]) for k in qp.q_weights)
+    assert all(np.array_equal(qp.q_biases[k], build.qparams.q_biases[k]) for k in qp.q_biases)
+    qat.install(module, qp)
+    with torch.no_grad():
+        values = module.run(torch.from_numpy(x), keep_all=True)
+    x_q = quantize_input(x, qp.activations["input"], "int8")
+    for runtime, max_share in (("ort_cpu", 0.001), ("tflm", 0.1)):
+        golden = run_int8(build.analysis, qp, x_q, runtime, keep_all=True)
+        for layer in build.analysis.model.layers[:-1]:  # the softmax is not fake-quantized
+            tq = qp.activations[layer.name]
+            got = np.rint(values[layer.name].permute(0, 2, 3, 1).numpy() / tq.scale[0]) + tq.zero_point[0]
+            diff = np.abs(got - golden[layer.name].astype(np.int64).reshape(got.shape))
+            assert diff.max() <= 1 and (diff > 0).mean() <= max_share, (runtime, layer.name)
+
+
+@pytest.fixture(scope="module")
+def parity_doc(trained, digits):
+    import json
+
+    folder, _ = trained
+    md, junit = digits / "parity.md", digits / "parity.xml"
+    args = ("parity", folder, "--targets", "cpu,arm,npu,mcu", "--inputs", digits / "val.npz", "--labels")
+    r = _invoke(*args, "--json", "--md", md, "--junit", junit)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout), md.read_text(), junit.read_text()
+
+
+def test_parity_labels_reports_accuracy_per_target(parity_doc, trained):
+    doc, md, junit = parity_doc
+    _, train_doc = trained
+    assert doc["float_accuracy"] == pytest.approx(train_doc["accuracy"]["float"])
+    accs = {t["target"]: t["quality"]["vs_float"]["accuracy"] for t in doc["targets"]}
+    assert set(accs) == {"cpu", "arm", "npu", "mcu"}
+    # cpu is ONNX Runtime's golden, mcu TFLM's: bit-exact targets score what the goldens score
+    assert accs["cpu"] == pytest.approx(train_doc["accuracy"]["int8_ort_cpu"])
+    assert accs["mcu"] == pytest.approx(train_doc["accuracy"]["int8_tflm"])
+    assert all(abs(a - doc["float_accuracy"]) <= 0.05 for a in accs.values()), accs
+    assert "### Accuracy with labels" in md and f"| float reference | {doc['float_accuracy']:.2%} |" in md
+    assert junit.count('name="accuracy') >= 4 or junit.count("accuracy") >= 4
+
+
+def test_parity_labels_from_a_separate_file_and_errors(trained, digits):
+    import json
+
+    folder, _ = trained
+    base = ("parity", folder, "--targets", "cpu", "--inputs")
+    r = _invoke(*base, digits / "val_x.npz", "--labels", digits / "val_y.npy", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["float_accuracy"] is not None
+    r = _invoke(*base, digits / "val_x.npz", "--labels")
+    assert r.exit_code == 2 and "expected labels 'y' next to 'x'" in r.stderr
+    r = _invoke("parity", folder, "--targets", "cpu", "--labels")
+    assert r.exit_code == 2 and "--labels: expected --inputs" in r.stderr
+
+
+def test_qat_epochs_keep_targets_bit_exact(digits):
+    """One QAT epoch after two float ones: the re-exported int8 artifacts still match their
+    goldens bit for bit on cpu, arm and mcu (parity's deployment verdict, 0 LSB allowed)."""
+    import json
+
+    folder = _build(digits, "qat")
+    r = _invoke(
+        "train",
+        folder,
+        "--data",
+        digits / "train.npz",
+        "--val",
+        digits / "val.npz",
+        "--epochs",
+        2,
+        "--qat",
+        1,
+        "--json",
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["qat_epochs"] == 1 and doc["accuracy"]["float"] >= 0.5
+    r = _invoke("parity", folder, "--targets", "cpu,arm,mcu", "--inputs", digits / "val.npz", "--labels", "--json")
+    assert r.exit_code == 0, r.output
+    for t in json.loads(r.stdout)["targets"]:
+        assert t["deployment"]["passed"] and t["vs_golden"]["max_lsb"] == 0, t["target"]

@@ -94,6 +94,9 @@ class ConvBlock(LayerModule):
         self.pads = _torch_pads(info.pads)
         self.activation = layer.activation
         self.bn = nn.BatchNorm2d(c_out, eps=BN_EPS, momentum=BN_MOMENTUM) if batchnorm else None
+        if self.bn is not None:
+            with torch.no_grad():  # running variance 1 − ε: in eval mode a fresh BN is exactly the identity
+                self.bn.running_var.fill_(1.0 - BN_EPS)
         w = weights[f"{layer.name}.weight"]
         with torch.no_grad():
             # IR layouts: conv (K, KH, KW, C) -> (K, C, KH, KW); depthwise (1, KH, KW, C) -> (C, 1, KH, KW)

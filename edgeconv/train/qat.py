@@ -112,11 +112,15 @@ def remove(module: IRModule) -> None:
 
 def qparams_for(module: IRModule, calib: np.ndarray, method: str = "minmax", percentile: float = 99.99) -> QuantParams:
     """What the export would write for the module's current weights and this calibration set."""
+    from edgeconv.backends.float_layers import float_layer_runner
     from edgeconv.quant.calibrate import calibrate
     from edgeconv.quant.quantize import quantize
 
     weights = weights_from_module(module)
-    cal = calibrate(module.analysis, weights, calib, method, percentile, "qat calibration")
+    # the float engine the build calibrates with (ORT when installed, else the numpy reference),
+    # so the ranges are bit for bit those the export will write
+    runner = float_layer_runner(module.analysis, weights)
+    cal = calibrate(module.analysis, weights, calib, method, percentile, "qat calibration", runner=runner)
     return quantize(module.analysis, weights, cal.ranges, cal.info)
 
 
