@@ -57,7 +57,12 @@ def models() -> list[dict]:
     rows = []
     for path in sorted([*FIXTURES.glob("*.onnx"), *FIXTURES.glob("*.tflite")]):
         info = meta.get(path.stem, {})
-        rows.append({"name": path.stem, "path": path, "source": info.get("source", "?"), "int8_source": None})
+        # a float TFLite fixture is compared with the TF converter's int8 file of the same model
+        twin = path.with_name(f"{path.stem}_int8.tflite")
+        int8_source = twin if path.suffix == ".tflite" and twin.is_file() else None
+        if path.stem.endswith("_int8") and path.suffix == ".tflite":
+            int8_source = path
+        rows.append({"name": path.stem, "path": path, "source": info.get("source", "?"), "int8_source": int8_source})
     published = MLPERF / "ic_resnet8_int8.tflite"
     for name in ("ic_resnet8_float32", "ic_resnet8_int8"):
         path = MLPERF / f"{name}.tflite"
