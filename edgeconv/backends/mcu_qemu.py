@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class McuQemuBackend:
         self.target = target
         self.cpu = str(target.option("cpu", "cortex-m4"))
         self.kernels = str(target.option("kernels", "cmsis_nn"))
-        self.last_run = None  # device.cortex_m.FirmwareRun of the latest run (arena, instructions)
+        self.last_run: Any = None  # device.cortex_m.FirmwareRun of the latest run (arena, instructions)
 
     def unavailable(self) -> str | None:
         from edgeconv.device.cortex_m import QEMU_MACHINES

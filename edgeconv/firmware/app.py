@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgeconv.core.errors import InputError
 from edgeconv.firmware import library
@@ -29,7 +30,7 @@ MAP = "firmware.map"
 class ModelSource:
     data: bytes  # the int8 .tflite
     where: str
-    analysis: object | None  # core.graph.Analysis when the IR is known
+    analysis: Any  # core.graph.Analysis when the IR is known, else None
     ops: list[str]
     exposed: bool = False  # layer outputs made graph outputs: they all stay live (arena bound)
 
