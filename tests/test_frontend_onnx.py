@@ -363,3 +363,32 @@ def test_edgeconv_float_exports_of_imported_models_match_the_source(name, import
         outs.append(it.get_tensor(it.get_output_details()[0]["index"]).copy())
     got = ir_output_in_source_layout(np.concatenate(outs), want.shape, layout)
     assert rel_err(got, want) <= GOAL, f"{name}: edgeconv's float .tflite"
+
+
+def test_maxpool_with_non_same_pads_deploys_on_every_runtime(tmp_path):
+    """PyTorch's ResNet stem pool (3x3, stride 2, padding 1) on an even map: the pads are not
+    TFLite's SAME, so the .tflite gets a PADV2 with the lowest value; cpu, arm, mcu are 0 LSB."""
+    pytest.importorskip("ai_edge_litert", reason="the arm target runs LiteRT")
+    pytest.importorskip("tflite_micro", reason="the mcu target runs TFLite Micro")
+    from edgeconv.cli import cli
+
+    recipe = tmp_path / "stem.toml"
+    recipe.write_text(
+        'name = "stem"\ninput = [16, 16, 3]\n'
+        '[[layers]]\nname = "c1"\nop = "conv2d"\nfilters = 8\nkernel = 3\nstride = 2\npadding = [1, 1, 1, 1]\n'
+        'activation = "relu"\n'
+        '[[layers]]\nname = "p1"\nop = "max_pool"\npool = 3\nstride = 2\npadding = [1, 1, 1, 1]\n'
+        '[[layers]]\nname = "fc"\nop = "dense"\nunits = 4\n'
+    )
+    out = tmp_path / "b"
+    built = CliRunner().invoke(cli, ["build", "--recipe", str(recipe), "--out", str(out)])
+    assert built.exit_code == 0, built.output
+    from edgeconv.core.graph import analyze as _analyze
+    from edgeconv.plan.recipes import load_recipe
+
+    info = _analyze(load_recipe(str(recipe))).info("p1")
+    assert info.in_shape == (8, 8, 8) and info.out_shape == (4, 4, 8) and info.pads == (1, 1, 1, 1)
+    parity = CliRunner().invoke(cli, ["parity", str(out), "--targets", "cpu,arm,mcu", "--json"])
+    assert parity.exit_code == 0, parity.output
+    doc = json.loads(parity.stdout)
+    assert [t["deployment"]["vs_golden"]["max_lsb"] for t in doc["targets"]] == [0, 0, 0]

@@ -14,7 +14,7 @@ from ai_edge_litert import schema_py_generated as fb
 
 from edgeconv.core import reference
 from edgeconv.core.graph import analyze
-from edgeconv.core.ir import INPUT, Activation, Conv2d, Dense, InputSpec, MaxPool, Softmax, chain
+from edgeconv.core.ir import INPUT, Activation, AvgPool, Conv2d, Dense, InputSpec, MaxPool, Softmax, chain
 from edgeconv.core.weights import init_weights
 from edgeconv.export.tflite import build_float_tflite, build_int8_tflite, tflite_padding
 from edgeconv.plan.planner import Budgets, plan
@@ -217,6 +217,7 @@ def test_bad_inputs():
         build_int8_tflite(analysis, type(qp)(activations={INPUT: qp.activations[INPUT]}))
     with pytest.raises(ValueError, match="no weights"):
         build_float_tflite(analysis, {})
-    bad = analyze(chain("bad", InputSpec(8, 8, 1), [MaxPool("p", pool=(3, 3), stride=(1, 1), padding=2)]))
+    # an average pool whose padding is not SAME (a max pool gets a PADV2 with the lowest value)
+    bad = analyze(chain("bad", InputSpec(8, 8, 1), [AvgPool("p", pool=(3, 3), stride=(1, 1), padding=2)]))
     with pytest.raises(ValueError, match="neither SAME nor VALID"):
         build_float_tflite(bad, {})

@@ -7,9 +7,12 @@ per IR layer plus the data movement TFLite needs:
                     VALID otherwise; an explicit padding that is neither is a PAD before a
                     VALID conv; int8 PAD fills with the input zero point = real 0)
   depthwise_conv2d  DEPTHWISE_CONV_2D, depth_multiplier 1 (padding as conv2d)
-  max_pool          MAX_POOL_2D          avg_pool   AVERAGE_POOL_2D
-                    (SAME or VALID only: padded pixels are not counted by TFLite, which is
-                    what the IR means; a PAD could not express that, so it is refused)
+  max_pool          MAX_POOL_2D (SAME or VALID; other explicit padding is a PADV2 with the
+                    lowest value, -128 in int8 with the input's parameters, before a VALID pool:
+                    a padded pixel never wins, and every window holds a real one)
+  avg_pool          AVERAGE_POOL_2D (SAME or VALID only: padded pixels are not counted by
+                    TFLite, which is what the IR means; a PAD could not express that, so other
+                    explicit padding is refused)
   global_avg_pool   MEAN over axes [1, 2] with keep_dims
   dense             FULLY_CONNECTED, after a RESHAPE to [1, n_in] when the input has more
                     than one pixel (NHWC flatten = the H, W, C order of the dense weights)
@@ -204,9 +207,31 @@ def _conv(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> None
     g.op("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", (src, w, b), (out,), **opts)
 
 
+def _lowest_padded(g: _Graph, layer, info: LayerInfo) -> str:
+    """PADV2 of a max pool's input with the lowest value of its type (int8: -128 on the input's
+    grid, which PADV2 requires of its constant; float: the lowest float32)."""
+    src = layer.inputs[0]
+    top, left, bottom, right = info.pads
+    _, h, w, c = g.shapes[src]
+    paddings = g.const_int32(f"{layer.name}.paddings", [[0, 0], [top, bottom], [left, right], [0, 0]])
+    name = f"{layer.name}.pad_value"
+    if g.int8:
+        tq = g.quant.activations[src]
+        value = np.array([-128], np.int8)
+        g.tensors.append(TfliteTensor(name, (1,), "int8", value, (float(tq.scale[0]),), (int(tq.zero_point[0]),)))
+    else:
+        g.tensors.append(TfliteTensor(name, (1,), "float32", np.array([np.finfo(np.float32).min], np.float32)))
+    padded = g.activation(f"{layer.name}.pad", (1, h + top + bottom, w + left + right, c), like=src)
+    g.op("PADV2", (src, paddings, name), (padded,))
+    return padded
+
+
 @TFLITE_OPS.register(MaxPool, AvgPool)
 def _pool(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> None:
     mode = tflite_padding(info, layer.pool, layer.stride)
+    src = layer.inputs[0]
+    if mode == "PAD" and isinstance(layer, MaxPool):
+        src, mode = _lowest_padded(g, layer, info), "VALID"
     if mode == "PAD":
         raise ValueError(
             f"TFLite export: {layer.name}: pooling with explicit padding {info.pads} (top, left, "
@@ -216,7 +241,7 @@ def _pool(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> None
     out = g.activation(layer.name, out_shape)
     g.op(
         "MAX_POOL_2D" if isinstance(layer, MaxPool) else "AVERAGE_POOL_2D",
-        (layer.inputs[0],),
+        (src,),
         (out,),
         padding=mode,
         stride_w=layer.stride[0],

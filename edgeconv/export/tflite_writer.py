@@ -64,6 +64,7 @@ _INT8_VERSIONS = {
     "RESHAPE": 1,
     "PAD": 2,
     "CONCATENATION": 2,
+    "PADV2": 2,
 }
 
 # Which options table each builtin takes, and which option names map to which field.
@@ -79,6 +80,7 @@ _OPTION_TABLES = {
     "RESHAPE": (fb.BuiltinOptions.ReshapeOptions, fb.ReshapeOptionsT),
     "PAD": (fb.BuiltinOptions.PadOptions, fb.PadOptionsT),
     "CONCATENATION": (fb.BuiltinOptions.ConcatenationOptions, fb.ConcatenationOptionsT),
+    "PADV2": (fb.BuiltinOptions.PadV2Options, fb.PadV2OptionsT),
 }
 
 _OPTION_FIELDS = {

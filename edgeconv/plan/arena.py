@@ -130,7 +130,13 @@ def _conv_ops(g: _OpList, layer, info: LayerInfo) -> None:
 @ARENA_OPS.register(MaxPool, AvgPool)
 def _pool_ops(g: _OpList, layer, info: LayerInfo) -> None:
     opcode = "MAX_POOL_2D" if info.op == "max_pool" else "AVERAGE_POOL_2D"
-    g.add(opcode, tuple(layer.inputs), layer.name, info.out_elements)
+    src = tuple(layer.inputs)
+    w, h, c = info.in_shape
+    same = same_pads((h, w), (layer.pool[1], layer.pool[0]), (layer.stride[1], layer.stride[0]))
+    if info.op == "max_pool" and info.pads not in (same, (0, 0, 0, 0)):  # export/tflite.py's PADV2
+        top, left, bottom, right = info.pads
+        src = g.add("PADV2", src, f"{layer.name}.pad", (w + left + right) * (h + top + bottom) * c, consts=2)
+    g.add(opcode, src, layer.name, info.out_elements)
 
 
 @ARENA_OPS.register(GlobalAvgPool)
