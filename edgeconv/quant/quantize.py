@@ -184,7 +184,8 @@ def _concat_shared(model, range_of) -> dict[str, TensorQuant]:
                     f"quantize {model.name}: a concat reads {what}, whose quantization is fixed elsewhere; "
                     f"concat inputs must be conv, depthwise, dense, add or global_avg_pool layers"
                 )
-            a, b = fold_activation(*range_of(name), getattr(layer, "activation", Activation.NONE))
+            r_lo, r_hi = range_of(name)
+            a, b = fold_activation(r_lo, r_hi, getattr(layer, "activation", Activation.NONE))
             lo, hi = min(lo, a), max(hi, b)
         tq = activation_quant(lo, hi)
         shared.update(dict.fromkeys(g, tq))
