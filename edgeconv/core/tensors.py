@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -55,14 +56,14 @@ def check_tensor(shape, itemsize: int, what: str, detail: str | None = None) -> 
 def _npy_header(handle, what: str, size: int) -> tuple[tuple[int, ...], np.dtype]:
     try:
         version = np.lib.format.read_magic(handle)
-    except ValueError:
+    except (ValueError, EOFError):
         raise InputError(f"{what}: not a .npy file (no NPY header)") from None
     try:
         if version == (1, 0):
             shape, _fortran, dtype = np.lib.format.read_array_header_1_0(handle)
         else:
             shape, _fortran, dtype = np.lib.format.read_array_header_2_0(handle)
-    except (ValueError, SyntaxError, TypeError) as err:
+    except Exception as err:  # numpy's header parser raises ValueError, SyntaxError, TokenError, ...
         raise InputError(f"{what}: malformed .npy header ({' '.join(str(err).split())[:160]})") from None
     if dtype.hasobject or dtype.kind not in _DTYPES or dtype.fields is not None:
         raise InputError(
@@ -107,11 +108,18 @@ def check_npz(path: str | Path, what: str) -> None:
             for info in infos:
                 with archive.open(info) as member:
                     _npy_header(member, f"{what}, member {info.filename[:80]!r}", info.file_size)
+                    # read to the end in chunks (memory stays flat): a corrupt stream or a CRC
+                    # mismatch is refused here, not half-way through numpy's read
+                    read = 0
+                    while chunk := member.read(1 << 20):
+                        read += len(chunk)
+                        if read > info.file_size:
+                            raise InputError(f"{what}: member {info.filename[:80]!r} inflates past its declared size")
     except InputError:
         raise
     except FileNotFoundError:
         raise InputError(f"{what}: file not found") from None
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as err:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error) as err:
         raise InputError(f"{what}: not a readable .npz ({' '.join(str(err).split())[:160]})") from None
 
 

@@ -53,7 +53,7 @@ class TensorQuant:
             raise ValueError(f"expected a table with scale and zero_point, got {type(doc).__name__}")
         scale, zero_point = doc.get("scale"), doc.get("zero_point")
         dtype, axis = doc.get("dtype", "int8"), doc.get("axis")
-        if dtype not in ZERO_POINT_RANGE:
+        if not isinstance(dtype, str) or dtype not in ZERO_POINT_RANGE:
             raise ValueError(f"dtype: expected one of {', '.join(ZERO_POINT_RANGE)}, got {dtype!r}")
         if not isinstance(scale, list) or not 1 <= len(scale) <= MAX_CHANNELS:
             raise ValueError(f"scale: expected a list of 1 to {MAX_CHANNELS} numbers, got {_short(scale)}")
