@@ -392,3 +392,28 @@ def test_maxpool_with_non_same_pads_deploys_on_every_runtime(tmp_path):
     assert parity.exit_code == 0, parity.output
     doc = json.loads(parity.stdout)
     assert [t["deployment"]["vs_golden"]["max_lsb"] for t in doc["targets"]] == [0, 0, 0]
+
+
+def test_concat_shares_one_quantization_and_runs_on_tflm(imported):
+    """quantize() gives a concat and its inputs one scale and zero point (TFLM's int8
+    CONCATENATION requires it); the int8 .tflite on TFLite Micro equals the tflm golden."""
+    tflm = pytest.importorskip("tflite_micro.python.tflite_micro.runtime", reason="TFLite Micro runs the int8 file")
+    from edgeconv.export.tflite import build_int8_tflite
+    from edgeconv.quant import calibrate as cal
+    from edgeconv.quant.golden import run_int8
+    from edgeconv.quant.quantize import quantize, quantize_input
+
+    imp = imported("pad_concat")
+    analysis = analyze(imp.model)
+    concat = next(layer for layer in imp.model.layers if layer.op == "concat")
+    result = cal.calibrate(analysis, imp.weights, cal.synthetic_calibration_set(analysis, 8, seed=0))
+    qp = quantize(analysis, imp.weights, result.ranges, result.info)
+    assert len({qp.activations[n] for n in (concat.name, *concat.inputs)}) == 1
+    x_q = quantize_input(cal.synthetic_calibration_set(analysis, 8, seed=3), qp.activations["input"], "int8")
+    it = tflm.Interpreter.from_bytes(build_int8_tflite(analysis, qp), arena_size=1 << 20)
+    got = []
+    for i in range(len(x_q)):
+        it.set_input(x_q[i : i + 1], 0)
+        it.invoke()
+        got.append(np.array(it.get_output(0)))
+    assert np.array_equal(np.concatenate(got), run_int8(analysis, qp, x_q, "tflm")[imp.model.output])
