@@ -103,10 +103,12 @@ def _register_commands() -> None:
     from edgeconv.cli.firmware import firmware
     from edgeconv.cli.importer import import_model
     from edgeconv.cli.model import build, layer, targets
+    from edgeconv.cli.report import report
     from edgeconv.cli.train import train
 
     for command in (layer, build, targets, run, parity, bench, bundle, validate, train, import_model, firmware):
         cli.add_command(command)
+    cli.add_command(report)
 
 
 _register_commands()
