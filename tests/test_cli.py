@@ -78,7 +78,7 @@ def test_layer_same_padding():
         (["build", "--classes", "0"], "at least 1 class"),
         (["build", "--input", "32x32x0"], "expected WxHxC"),
         (["build", "--input", "axbxc"], "expected WxHxC"),
-        (["build", "--target", "tpu"], "expected one of arm, cpu, mcu, npu"),
+        (["build", "--target", "tpu"], "expected one of arm, cpu, mcu, mcu-m4, npu"),
         (["build", "--recipe", "models/missing.toml"], "not found"),
         (["build", "--recipe", "nothing_like_it"], "expected a .toml path"),
         (["build", "--budget", "1KB"], "smallest plan needs"),
