@@ -23,6 +23,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from edgeconv.core.ir import WEIGHTED_OPS
 from edgeconv.core.weights import expected_shapes
 from edgeconv.frontends import ImportedModel
 from edgeconv.quant.params import QuantParams, TensorQuant
+
+if TYPE_CHECKING:
+    from edgeconv.frontends.fidelity import Fidelity
 
 INTEGERS_FILE = "quant.npz"
 ORIGINAL_FILE = {"tflite-int8": "model.int8.tflite", "onnx-qdq": "model.int8.onnx"}
@@ -49,7 +53,7 @@ class ImportResult:
     qparams: QuantParams
     files: dict[str, bytes]
     original: str | None  # the file that is the user's, byte for byte
-    fidelity: object | None = None  # frontends.fidelity.Fidelity
+    fidelity: Fidelity | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     source_sha256: str = ""
@@ -157,6 +161,8 @@ def build_imported(
     weights = imported.weights
     source_bytes = Path(imported.source).read_bytes() if imported.original_artifact is None else None
     original = ORIGINAL_FILE.get(imported.source_format) if imported.original_artifact is not None else None
+    original_bytes = imported.original_artifact if imported.original_artifact is not None else b""
+    data: bytes = original_bytes if imported.original_artifact is not None else (source_bytes or b"")
     qdq_dtype = qdq_activation_dtype(target)
     files: dict[str, bytes] = {}
     start = time.perf_counter()
@@ -179,12 +185,12 @@ def build_imported(
     files["model.onnx"] = serialize(build_float_onnx(analysis, weights))
     files["model.float.tflite"] = build_float_tflite(analysis, weights)
     if original == "model.int8.tflite":
-        files["model.int8.tflite"] = bytes(imported.original_artifact)
+        files["model.int8.tflite"] = bytes(original_bytes)
         files["model.int8.onnx"] = serialize(
             build_qdq_onnx(analysis, weights, per_channel(qparams, analysis), qdq_dtype)
         )
     elif original == "model.int8.onnx":
-        files["model.int8.onnx"] = bytes(imported.original_artifact)
+        files["model.int8.onnx"] = bytes(original_bytes)
         files["model.int8.tflite"] = build_int8_tflite(analysis, qparams)
         qdq_dtype = _qdq_dtype_of(imported)
     else:
@@ -197,9 +203,11 @@ def build_imported(
         if calib_x is None:
             from edgeconv.quant.calibrate import load_calibration
 
-            calib_x = calib_data[0] if calib_data is not None else load_calibration(calib_path, analysis, min_samples=1)
+            calib_x = (
+                calib_data[0] if calib_data is not None else load_calibration(str(calib_path), analysis, min_samples=1)
+            )
         x = np.asarray(calib_x, np.float32)[:fidelity_samples]
-        x_source = calib_data[1] if calib_data is not None else f"file {Path(calib_path).name}"
+        x_source = calib_data[1] if calib_data is not None else f"file {Path(str(calib_path)).name}"
     else:
         x = seeded_inputs(analysis, fidelity_samples, seed)
         x_source = f"seeded standard normal (seed {seed})"
@@ -207,7 +215,6 @@ def build_imported(
     start = time.perf_counter()
     if imported.source_format.startswith("tflite"):
         say(f"checking import fidelity on {len(x)} samples")
-        data = imported.original_artifact if imported.original_artifact is not None else source_bytes
         fidelity = check_fidelity(imported, data, analysis, x, x_source, qparams)
     else:
         fidelity = _onnx_fidelity(imported, analysis, x, x_source, qparams)
@@ -215,9 +222,7 @@ def build_imported(
 
     out_dir = Path(out) if out else default_out_dir(analysis.model.name)
     src = Path(imported.source)
-    sha = hashlib.sha256(
-        imported.original_artifact if imported.original_artifact is not None else source_bytes
-    ).hexdigest()
+    sha = hashlib.sha256(data).hexdigest()
     result = ImportResult(imported, analysis, out_dir, qparams, files, original, fidelity, seconds, source_sha256=sha)
     if fidelity is not None and not fidelity.passed:
         result.failures.append(fidelity.text())
@@ -271,7 +276,7 @@ def _qdq_dtype_of(imported: ImportedModel) -> str:
     """The activation dtype of a user's QDQ file (its QuantizeLinear zero points' type)."""
     from edgeconv.backends.foreign_qdq import activation_dtype
 
-    return activation_dtype(bytes(imported.original_artifact), Path(imported.source).name)
+    return activation_dtype(bytes(imported.original_artifact or b""), Path(imported.source).name)
 
 
 def _onnx_fidelity(imported, analysis, x, x_source, qparams):
@@ -282,7 +287,7 @@ def _onnx_fidelity(imported, analysis, x, x_source, qparams):
     try:
         from edgeconv.frontends import onnx as onnx_frontend
     except ImportError:
-        onnx_frontend = None
+        return check_onnx_fidelity(imported, analysis, x, x_source)
     check = getattr(onnx_frontend, "check_fidelity", None)
     if check is not None:
         return check(imported, analysis, x, x_source, qparams)

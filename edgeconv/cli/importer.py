@@ -88,8 +88,8 @@ def import_model(model_path, out, calib_path, calib_method, percentile, calib_sa
     """
     import time
 
-    from edgeconv.artifacts.build import raise_on_failures
     from edgeconv.artifacts.imported import build_imported
+    from edgeconv.core.errors import CheckFailed
     from edgeconv.plan.targets import load_target
 
     if calib_samples < 8:
@@ -116,7 +116,8 @@ def import_model(model_path, out, calib_path, calib_method, percentile, calib_sa
         emit_json(result.summary())
     else:
         click.echo(report_text(result))
-    raise_on_failures(result)
+    if result.failures:
+        raise CheckFailed("; ".join(result.failures))
 
 
 def report_text(result) -> str:

@@ -35,6 +35,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -182,9 +183,9 @@ class _Value:
 
 @dataclass
 class _Importer:
-    model_t: object
+    model_t: Any
     where: str
-    fb: object
+    fb: Any
     layers: list = field(default_factory=list)
     values: dict[int, _Value] = field(default_factory=dict)
     weights: dict[str, np.ndarray] = field(default_factory=dict)
@@ -451,13 +452,13 @@ class _Importer:
             for t in outs:
                 self.check_shape(t)
             handler(op, ins, outs[0])
-        out = int(sg.outputs[0])
-        if out not in self.values or self.values[out].layer == INPUT:
-            raise self.fail(f"output {self.tname(out)!r} is not computed by a supported operator")
-        if self.values[out].layer != self.layers[-1].name:
-            raise self.fail(f"output {self.tname(out)!r} is not the last operator's result")
-        if self.values[out].pads is not None:
-            raise self.fail(f"output {self.tname(out)!r} is a PAD result; a padded output is not supported")
+        y = int(sg.outputs[0])
+        if y not in self.values or self.values[y].layer == INPUT:
+            raise self.fail(f"output {self.tname(y)!r} is not computed by a supported operator")
+        if self.values[y].layer != self.layers[-1].name:
+            raise self.fail(f"output {self.tname(y)!r} is not the last operator's result")
+        if self.values[y].pads is not None:
+            raise self.fail(f"output {self.tname(y)!r} is a PAD result; a padded output is not supported")
 
     def check_shape(self, index: int) -> None:
         t = self.tensor(index)
@@ -533,7 +534,7 @@ class _Importer:
                     f"{kind} writing {self.tname(out)!r}: depth multiplier {opts.depthMultiplier} (weights "
                     f"{list(w_shape)}, {c_in} input channels); only multiplier 1 is supported"
                 )
-            layer = DepthwiseConv2d(name, kernel, stride, padding, act, (src.layer,))
+            layer: Conv2d | DepthwiseConv2d = DepthwiseConv2d(name, kernel, stride, padding, act, (src.layer,))
             units = c_in
         else:
             if w_shape[3] != c_in:
@@ -729,10 +730,7 @@ def import_tflite(path: str | Path, data: bytes | None = None) -> ImportedModel:
 
 
 def _imported(model, weights, quant, path, fmt, original, notes, tensor_names) -> ImportedModel:
-    kwargs = {}
-    if "tensor_names" in ImportedModel.__dataclass_fields__:
-        kwargs["tensor_names"] = dict(tensor_names)
-    return ImportedModel(model, weights, quant, path, fmt, original, notes, **kwargs)
+    return ImportedModel(model, weights, quant, path, fmt, original, notes, tensor_names=dict(tensor_names))
 
 
 def op_counts(data: bytes) -> dict[str, int]:
