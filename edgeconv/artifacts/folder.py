@@ -274,8 +274,8 @@ def load_build(folder: str | Path) -> BuiltModel:
         qparams = integer_qparams(quant, analysis, folder, files)
     else:
         qparams = qparams_from_json(quant, analysis, weights)
-    formats = quant.get("formats") if isinstance(quant.get("formats"), dict) else {}
-    qdq_dtype = formats.get("model.int8.onnx", "uint8")
+    formats = quant.get("formats")
+    qdq_dtype = formats.get("model.int8.onnx", "uint8") if isinstance(formats, dict) else "uint8"
     if qdq_dtype not in ("uint8", "int8"):
         raise InputError(f"{folder / 'quant.json'}: formats.model.int8.onnx: expected uint8 or int8, got {qdq_dtype!r}")
     from edgeconv.artifacts.imported import artifact_tensor_names

@@ -335,7 +335,7 @@ class _SafeTarInfo(tarfile.TarInfo):
         tarfile.SOLARIS_XHDTYPE,
     )
 
-    def _proc_member(self, tar):  # type: ignore[override]
+    def _proc_member(self, tar):
         if self.type in self._EXTENDED:
             count = getattr(tar, "_edgeconv_extended", 0) + 1
             tar._edgeconv_extended = count
