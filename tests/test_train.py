@@ -13,6 +13,7 @@ from edgeconv.core.ir import (  # noqa: E402
     Activation,
     Add,
     AvgPool,
+    Concat,
     Conv2d,
     Dense,
     DepthwiseConv2d,
@@ -39,6 +40,7 @@ def _odd_model():
             MaxPool("mp", (3, 3), (2, 2), "same"),
             Conv2d("c2", 8, (1, 1), (1, 1), 0),
             Add("add", ("mp", "c2"), Activation.RELU),
+            Concat("cat", ("add", "c2")),
             AvgPool("ap", (2, 3), (1, 1), "same"),
             Dense("fc", 5),
             Softmax("sm"),
@@ -330,3 +332,22 @@ def test_qat_epochs_keep_targets_bit_exact(digits):
     assert r.exit_code == 0, r.output
     for t in json.loads(r.stdout)["targets"]:
         assert t["deployment"]["passed"] and t["vs_golden"]["max_lsb"] == 0, t["target"]
+
+
+def test_image_folder_data(tmp_path):
+    """A folder of class sub-folders: sorted names are the classes, images converted to the
+    model's channels, resized to its W x H and scaled to [0, 1]."""
+    from PIL import Image
+
+    from edgeconv.train.data import load_labelled
+
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(tmp_path / label / f"{i}.png")
+    analysis = analyze(plan(InputSpec(8, 8, 1), 10, Budgets(16_000, 256_000)).model)
+    data = load_labelled(tmp_path, analysis)
+    assert data.x.shape == (6, 8, 8, 1) and data.x.dtype == np.float32
+    assert data.x.min() >= 0.0 and data.x.max() <= 1.0
+    assert data.y.tolist() == [0, 0, 0, 1, 1, 1] and data.classes == ("cat", "dog")
