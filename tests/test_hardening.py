@@ -132,6 +132,21 @@ def test_forged_tolerance_does_not_loosen_the_verdict(ctx, tmp_path):
     assert result.exit_code == 1 and "lsb_vs_golden" in result.stderr, result.output
 
 
+def test_validate_recomputes_the_golden_from_a_build(ctx, tmp_path):
+    report = validate(ctx.bundle, "local", build_dir=ctx.build)
+    assert report.passed and "recomputed" in report.note
+    files = _members(ctx.bundle)  # a consistent forgery: golden and every hash changed together
+    golden = np.load(__import__("io").BytesIO(files["expected_litert_xnnpack.npy"]))
+    from edgeconv.device.bundle import npy_bytes
+
+    files["expected_litert_xnnpack.npy"] = npy_bytes(np.roll(golden, 1, axis=-1))
+    path = tmp_path / "forged.tar.gz"
+    path.write_bytes(tar_gz(_rehash(files)))
+    result = CliRunner().invoke(cli, ["validate", str(path), "--device", "local", "--build", str(ctx.build)])
+    _assert_one_line(result)
+    assert "differs from the litert_xnnpack golden recomputed" in result.stderr
+
+
 def test_signed_bundles(ctx, tmp_path):
     pytest.importorskip("cryptography", reason="pip install cryptography (in the 'all' extra)")
     from cryptography.hazmat.primitives import serialization

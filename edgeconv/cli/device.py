@@ -125,6 +125,12 @@ def bundle(folder, target, output_path, inputs_path, samples, seed, as_json, sig
     metavar="KEY.pub.pem",
     help="Refuse the bundle unless its manifest carries a valid Ed25519 signature by this public key.",
 )
+@click.option(
+    "--build",
+    "build_dir",
+    metavar="DIR",
+    help="Recompute the golden outputs from this build folder; refuse a bundle whose artifact or goldens differ.",
+)
 @fleet_options
 def validate(
     bundle_paths,
@@ -138,6 +144,7 @@ def validate(
     python,
     target,
     verify_key,
+    build_dir,
     **fleet,
 ):
     """Run a bundle on a device and apply parity's checks to its outputs.
@@ -151,6 +158,10 @@ def validate(
     one report. Exit 0 pass, 1 a check failed, 2 bad usage or input, 75 infrastructure failure
     (device unreachable, place not acquired within --wait, copy failed, timed out).
     """
+    if build_dir is not None and (is_fleet(bundle_paths, device, fleet) or str(device).startswith("labgrid://")):
+        from edgeconv.core.errors import UsageError
+
+        raise UsageError("--build: applies to one bundle on a local, ssh:// or qemu device (not a fleet or labgrid)")
     if is_fleet(bundle_paths, device, fleet):
         return validate_fleet(
             bundle_paths,
@@ -182,7 +193,7 @@ def validate(
     if isinstance(dev, str):
         report = validate_labgrid(bundle_path, dev, fleet, timeout, ssh, python, target, verify_key)
     else:
-        report = run_validate(bundle_path, dev, timeout, ssh, python, target, verify_key)
+        report = run_validate(bundle_path, dev, timeout, ssh, python, target, verify_key, build_dir)
     if junit_path:
         write_bytes_atomic(Path(junit_path), report.to_junit(), "--junit")
     if as_json:

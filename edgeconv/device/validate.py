@@ -712,6 +712,50 @@ def judge(
     )
 
 
+def check_against_build(bundle: Bundle, build_dir: str | Path) -> str:
+    """Recompute the bundle's golden outputs from a build folder on its own inputs and refuse a
+    bundle whose artifact or goldens differ: the verdict then rests on edgeconv's numbers,
+    not the bundle's. Returns the report's note."""
+    import hashlib
+
+    from edgeconv.artifacts.folder import ARTIFACT_FILES, load_build, to_int8_convention
+    from edgeconv.quant.golden import run_int8
+
+    build = load_build(build_dir)
+    m = bundle.manifest
+    kind = m["target"].get("artifact")
+    if kind not in ARTIFACT_FILES:
+        raise InputError(f"bundle: target artifact {kind!r} unknown")
+    want = hashlib.sha256(build.artifact(kind).read_bytes()).hexdigest()
+    derived = m.get("artifact_derived_from") if isinstance(m.get("artifact_derived_from"), dict) else None
+    got = derived.get("sha256") if derived else m["files"].get(m["artifact"])
+    if got != want:
+        raise InputError(
+            f"bundle: its artifact is not {build_dir}'s {ARTIFACT_FILES[kind]} (SHA-256 {str(got)[:16]}..., "
+            f"the build's {want[:16]}...)"
+        )
+    x_q = bundle.array("inputs.npy")
+    if x_q.ndim != 4 or x_q.dtype not in (np.int8, np.uint8):
+        raise InputError(f"bundle: inputs.npy is {x_q.dtype} {x_q.shape}, expected int8/uint8 N x H x W x C")
+    x_int8 = to_int8_convention(x_q)
+    head = bundle.tolerance.get("head")
+    for variant in m.get("goldens", []):
+        name = expected_name(variant)
+        if name not in m["files"]:
+            continue
+        outs = run_int8(build.analysis, build.qparams, x_int8, variant, keep_all=bool(head))
+        checks = [(name, outs[build.analysis.model.output])]
+        if head:
+            checks.append((expected_name(variant, head["logits"]), outs.get(head["logits"])))
+        for file, mine in checks:
+            theirs = bundle.array(file)
+            if mine is None or theirs.shape != mine.shape or not np.array_equal(theirs, mine):
+                raise InputError(
+                    f"bundle: {file} differs from the {variant} golden recomputed from {build_dir}: refused"
+                )
+    return f"golden outputs recomputed from {build_dir} and equal to the bundle's"
+
+
 def check_timeouts(timeout: float, connect_timeout: int | None = None) -> None:
     if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
         raise UsageError(f"--timeout: expected a number of seconds above 0 and at most {MAX_TIMEOUT:g}, got {timeout}")
@@ -727,6 +771,7 @@ def validate(
     python: str | None = None,
     target: str | None = None,
     verify_key: str | Path | None = None,
+    build_dir: str | Path | None = None,
 ) -> ValidationReport:
     """Extract and verify the bundle, run edgeconv's runner on the device, compare with the
     installed profile's tolerance. Errors are one line."""
@@ -745,6 +790,7 @@ def validate(
             signature = "signed, not verified (no --verify key)" if bundle.signature is not None else "unsigned"
         profile = profile_for(bundle, target)
         plan = run_plan(profile)
+        recomputed = check_against_build(bundle, build_dir) if build_dir is not None else None
         out = Path(tmp) / "result"
         note = None
         if device.kind == "local":
@@ -765,4 +811,6 @@ def validate(
         extra = {
             spec["name"]: _load_extra(out, device, spec["file"]) for spec in bundle.manifest.get("extra_outputs") or []
         }
+        if recomputed:
+            note = f"{note}; {recomputed}" if note else recomputed
         return judge(bundle, result, outputs, device, note, time.perf_counter() - start, extra, profile, signature)
