@@ -7,7 +7,7 @@ scripts/make_import_fixtures.py:
 
 Every fixture NAME is a small seeded Keras model converted twice: NAME.tflite (float32) and
 NAME_int8.tflite (full integer: int8 input and output, per-channel weights, calibrated on 32
-seeded inputs), with NAME_tflite.npz holding `inputs` (S x H x W x C float32, NHWC) and
+seeded inputs), with NAME_tflite.npz holding `inputs` (S x H x W x C float32, NHWC; S x N for a vector input) and
 `outputs` (Keras' outputs on them). BatchNorm statistics are randomized so the converter really
 folds them. The list and the operators each file holds go to tflite_fixtures.json.
 """
@@ -80,6 +80,14 @@ def models(keras):
     x = L.Concatenate()([a, b])
     x = L.Conv2D(8, 3, strides=2, padding="same")(x)
     out["keras_concat"] = (keras.Model(x_in, x), "CONV_2D, CONCATENATION")
+    # a vector input [1, 640] into FULLY_CONNECTED layers and no softmax: the shape of the MLPerf
+    # Tiny anomaly-detection autoencoder, small
+    x_in = keras.Input((640,), batch_size=1)
+    x = L.Dense(32, activation="relu")(x_in)
+    x = L.Dense(8, activation="relu")(x)
+    x = L.Dense(32, activation="relu")(x)
+    x = L.Dense(640)(x)
+    out["keras_autoencoder"] = (keras.Model(x_in, x), "FULLY_CONNECTED x4 on a [1, 640] vector, no softmax")
     return out
 
 

@@ -142,7 +142,7 @@ def test_edgeconv_int8_export_round_trips(tmp_path):
 
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "import"
-TF_FIXTURES = ["keras_cnn", "keras_flatten", "keras_concat"]  # scripts/make_tflite_fixtures.py
+TF_FIXTURES = ["keras_cnn", "keras_flatten", "keras_concat", "keras_autoencoder"]  # scripts/make_tflite_fixtures.py
 
 
 @pytest.mark.parametrize("name", TF_FIXTURES)
@@ -154,6 +154,8 @@ def test_tf_converter_files_import_with_fidelity(name):
 
     data = np.load(FIXTURES / f"{name}_tflite.npz")
     x = data["inputs"]
+    if x.ndim == 2:  # a vector input [1, N] is the IR's 1 x 1 x N map
+        x = x.reshape(len(x), 1, 1, -1)
     for suffix in ("", "_int8"):
         path = FIXTURES / f"{name}{suffix}.tflite"
         if name == "keras_concat" and "concat" not in LAYER_TYPES:

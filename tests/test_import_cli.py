@@ -173,3 +173,16 @@ def test_ort_quantized_qdq_file_is_the_artifact_under_test(tmp_path):
     for t in json.loads(r.stdout)["targets"]:
         assert t["deployment"]["vs_golden"]["max_lsb"] == 0, t["target"]
         assert all(row["max_lsb"] == 0 for row in t["deployment"]["per_layer"]), t["target"]
+
+
+def test_vector_input_int8_file_runs_as_it_is(tmp_path):
+    """An int8 .tflite with a [1, 640] input (the MLPerf Tiny autoencoder's shape) is copied and
+    run with its own input shape on arm and mcu: 0 LSB vs their goldens at every layer."""
+    source = Path(__file__).resolve().parent / "data" / "import" / "keras_autoencoder_int8.tflite"
+    r = invoke("import", source, "--out", tmp_path / "ae", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["fidelity"]["worst"] == 0
+    r = invoke("parity", tmp_path / "ae", "--targets", "arm,mcu", "--samples", "32", "--json")
+    assert r.exit_code == 0, r.output
+    for t in json.loads(r.stdout)["targets"]:
+        assert all(row["max_lsb"] == 0 for row in t["deployment"]["per_layer"]), t["target"]

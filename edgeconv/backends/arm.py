@@ -120,7 +120,9 @@ class ArmBackend:
         if len(inputs) != 1:
             raise InputError(f"{what}: expected one input tensor, got {len(inputs)}")
         got_shape, got_dtype = tuple(int(v) for v in inputs[0]["shape"]), np.dtype(inputs[0]["dtype"])
-        if got_shape != shape or got_dtype != dtype:
+        # an imported vector model keeps its [1, N] input: the IR's 1 x 1 x N map
+        vector = len(got_shape) == 2 and len(shape) == 4 and shape[1:3] == (1, 1) and got_shape == (1, shape[3])
+        if (got_shape != shape and not vector) or got_dtype != dtype:
             raise InputError(
                 f"{what}: input tensor is {got_dtype} {list(got_shape)}, expected {dtype} "
                 f"{list(shape)} for this build (files from different builds?)"
@@ -141,7 +143,8 @@ class ArmBackend:
         outs: list[list[np.ndarray]] = [[] for _ in reads]
         for i in range(x.shape[0]):
             try:
-                it.set_tensor(index, np.ascontiguousarray(x[i : i + 1]))
+                sample = np.ascontiguousarray(x[i : i + 1])
+                it.set_tensor(index, sample.reshape(it.get_input_details()[0]["shape"]))  # [1, N] vector input
                 it.invoke()
                 for slot, read in zip(outs, reads):
                     slot.append(_to_nhwc(np.array(it.get_tensor(read))))

@@ -205,8 +205,9 @@ class McuBackend:
     def _run_model(self, model: bytes, label: str, x_q: np.ndarray, n_outputs: int = 1) -> list[np.ndarray]:
         it = self._interpreter(model, label)
         outs: list[list[np.ndarray]] = [[] for _ in range(n_outputs)]
+        shape = tuple(int(v) for v in it.get_input_details(0)["shape"])  # NHWC, or [1, N] (imported vector)
         for i in range(x_q.shape[0]):
-            it.set_input(np.ascontiguousarray(x_q[i : i + 1]), 0)
+            it.set_input(np.ascontiguousarray(x_q[i : i + 1]).reshape(shape), 0)
             it.invoke()
             for k in range(n_outputs):
                 y = np.array(it.get_output(k))

@@ -114,7 +114,8 @@ def run_tflite(data: bytes, x: np.ndarray, tensors: list[str], reference_kernels
     inp = it.get_input_details()[0]
     out: dict[str, list[np.ndarray]] = {t: [] for t in tensors}
     for i in range(x.shape[0]):
-        it.set_tensor(inp["index"], np.ascontiguousarray(x[i : i + 1]).astype(inp["dtype"], copy=False))
+        sample = np.ascontiguousarray(x[i : i + 1]).astype(inp["dtype"], copy=False)
+        it.set_tensor(inp["index"], sample.reshape(inp["shape"]))  # NHWC, or [1, N] for a vector input
         it.invoke()
         for t in tensors:
             out[t].append(np.array(it.get_tensor(index[t])))

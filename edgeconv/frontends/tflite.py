@@ -198,6 +198,7 @@ class _Importer:
     notes: list[str] = field(default_factory=list)
     used_names: set[str] = field(default_factory=lambda: {INPUT})
     int8: bool = False
+    input_layout: str = "NHWC"
 
     def __post_init__(self) -> None:
         fb = self.fb
@@ -423,9 +424,13 @@ class _Importer:
                 f"input {self.tname(x)!r} is {dt}, expected float32 (float file) or int8 (full-integer file)"
             )
         shape = self.shape(x)
-        if len(shape) != 4:
-            raise self.fail(f"input {self.tname(x)!r} has shape {list(shape)}, expected [1, H, W, C]")
-        self.input_spec = InputSpec(shape[2], shape[1], shape[3])
+        if len(shape) == 4:
+            self.input_spec = InputSpec(shape[2], shape[1], shape[3])
+        elif len(shape) == 2:  # a vector [1, N]: the IR's 1 x 1 x N map (a Dense reads it the same)
+            self.input_spec = InputSpec(1, 1, shape[1])
+            self.input_layout = "vector"
+        else:
+            raise self.fail(f"input {self.tname(x)!r} has shape {list(shape)}, expected [1, H, W, C] or [1, N]")
         self.values[x] = _Value(INPUT, shape)
         if self.int8:
             tq = self.quant(x)
@@ -726,11 +731,14 @@ def import_tflite(path: str | Path, data: bytes | None = None) -> ImportedModel:
         data if imp.int8 else None,
         tuple(imp.notes),
         imp.tensor_names,
+        imp.input_layout,
     )
 
 
-def _imported(model, weights, quant, path, fmt, original, notes, tensor_names) -> ImportedModel:
-    return ImportedModel(model, weights, quant, path, fmt, original, notes, tensor_names=dict(tensor_names))
+def _imported(model, weights, quant, path, fmt, original, notes, tensor_names, layout) -> ImportedModel:
+    return ImportedModel(
+        model, weights, quant, path, fmt, original, notes, tensor_names=dict(tensor_names), input_layout=layout
+    )
 
 
 def op_counts(data: bytes) -> dict[str, int]:
