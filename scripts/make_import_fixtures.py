@@ -345,7 +345,9 @@ def export_keras(out: Path, rng) -> tuple[np.ndarray, np.ndarray] | str:
 # ---------------------------------------------------------------- ORT quantize_static (QDQ)
 
 
-def export_qdq(out: Path, source: Path, inputs: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def export_qdq(
+    out: Path, source: Path, inputs: np.ndarray, rng, name: str = "qdq_residual"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ORT's quantize_static on a float fixture: QDQ, uint8 activations, int8 per-channel weights."""
     import onnxruntime as ort
     from onnxruntime.quantization import (
@@ -366,7 +368,7 @@ def export_qdq(out: Path, source: Path, inputs: np.ndarray, rng) -> tuple[np.nda
         def get_next(self):
             return next(self.items, None)
 
-    path = out / "qdq_residual.onnx"
+    path = out / f"{name}.onnx"
     quantize_static(
         str(source),
         str(path),
@@ -466,22 +468,32 @@ def main(argv: list[str] | None = None) -> int:
             }
             print(f"{'keras_tf2onnx':26s} {'tf2onnx':20s} ort vs keras {err:.2e}")
 
-    if not only or "qdq_residual" in only:
+    # ORT quantize_static of float fixtures: convs + adds; Gemm, float ReduceMean and a 1/255
+    # QLinearSoftmax; Gemm after a C,H,W flatten with MaxPool; a vector-input MLP
+    qdq_sources = {
+        "qdq_residual": "residual",
+        "qdq_gap_linear": "gap_linear",
+        "qdq_flatten": "flatten_nonsquare",
+        "qdq_mlp": "mlp",
+    }
+    for k, (qname, float_name) in enumerate(qdq_sources.items()):
+        if only and qname not in only:
+            continue
         import onnxruntime
 
-        source = out / "residual.onnx"
-        with np.load(out / "residual.npz") as data:
+        source = out / f"{float_name}.onnx"
+        with np.load(out / f"{float_name}.npz") as data:
             inputs = data["inputs"]
-        inputs, outputs, float_outputs = export_qdq(out, source, inputs, np.random.default_rng(SEED + 200))
-        _save_npz(out / "qdq_residual.npz", inputs=inputs, outputs=outputs, float_outputs=float_outputs)
-        manifest["qdq_residual"] = {
-            "files": ["qdq_residual.onnx"],
-            "source": f"onnxruntime {onnxruntime.__version__} quantize_static of residual.onnx",
-            "layout": "NCHW",
-            "ops": _ops(out / "qdq_residual.onnx"),
+        inputs, outputs, float_outputs = export_qdq(out, source, inputs, np.random.default_rng(SEED + 200 + k), qname)
+        _save_npz(out / f"{qname}.npz", inputs=inputs, outputs=outputs, float_outputs=float_outputs)
+        manifest[qname] = {
+            "files": [f"{qname}.onnx"],
+            "source": f"onnxruntime {onnxruntime.__version__} quantize_static of {float_name}.onnx",
+            "layout": manifest[float_name]["layout"],
+            "ops": _ops(out / f"{qname}.onnx"),
             "description": "QDQ, uint8 activations, int8 per-channel weights, MinMax on 16 seeded samples",
         }
-        print(f"{'qdq_residual':26s} {'quantize_static':20s} {', '.join(manifest['qdq_residual']['ops'])}")
+        print(f"{qname:26s} {'quantize_static':20s} {', '.join(manifest[qname]['ops'])}")
 
     manifest_path.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
     for path in sorted(out.iterdir()):

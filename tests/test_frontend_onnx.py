@@ -173,50 +173,66 @@ def _file_qdq(path: Path):
     return proto, acts, consts
 
 
-def test_qdq_quant_params_equal_the_file(imported):
-    imp = imported("qdq_residual")
+QDQ = sorted(n for n in MANIFEST if n.startswith("qdq_"))
+
+
+@pytest.mark.parametrize("name", QDQ)
+def test_qdq_quant_params_equal_the_file(name, imported):
+    imp = imported(name)
     qp = imp.quant
     assert imp.source_format == "onnx-qdq" and qp is not None
-    assert imp.original_artifact == (DATA / "qdq_residual.onnx").read_bytes()
-    proto, acts, consts = _file_qdq(DATA / "qdq_residual.onnx")
+    assert imp.original_artifact == (DATA / f"{name}.onnx").read_bytes()
+    proto, acts, consts = _file_qdq(DATA / f"{name}.onnx")
+    analysis = analyze(imp.model)
     # activations: the same scale, the uint8 zero point stored as zp - 128 (the same real grid)
-    s, z, dtype = acts["x"]
+    s, z, dtype = acts[proto.graph.input[0].name]
     assert dtype == np.uint8 and qp.activations["input"].scale == (float(np.float32(s)),)
     assert qp.activations["input"].zero_point == (z - 128,)
-    for layer in imp.model.layers:
-        s, z, _ = acts[imp.tensor_names[layer.name]]
-        assert qp.activations[layer.name].scale == (s,) and qp.activations[layer.name].zero_point == (z - 128,)
-    convs = {n.input[1]: n for n in proto.graph.node if n.op_type == "Conv"}
-    assert len(qp.q_weights) == len(convs) == 5
-    for dq_out, node in convs.items():
-        layer = next(name for name, t in imp.tensor_names.items() if t == node.output[0])
-        q, scale = consts[dq_out]
-        assert np.array_equal(qp.q_weights[layer], q.transpose(0, 2, 3, 1))  # OIHW -> (K, KH, KW, C)
+    by_output = {t: layer for layer, t in imp.tensor_names.items()}
+    weighted = [n for n in proto.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert len(qp.q_weights) == len(weighted) > 0
+    for node in weighted:
+        layer = by_output[node.output[0]]
+        q, scale = consts[node.input[1]]
+        if node.op_type == "Conv":
+            want = q.transpose(0, 2, 3, 1)  # OIHW -> (K, KH, KW, C)
+        else:  # Gemm transB=1: (units, n_in), columns from C,H,W to H,W,C
+            w, h, c = analysis.info(layer).in_shape
+            want = q.reshape(q.shape[0], c, h, w).transpose(0, 2, 3, 1).reshape(q.shape[0], -1)
+        assert np.array_equal(qp.q_weights[layer], want)
         assert qp.weights[layer].scale == tuple(float(v) for v in scale) and qp.weights[layer].axis == 0
         qb, b_scale = consts[node.input[2]]
         assert np.array_equal(qp.q_biases[layer], qb)
         assert qp.biases[layer].scale == tuple(float(v) for v in b_scale)
         assert qp.biases[layer].dtype == "int32" and set(qp.biases[layer].zero_point) == {0}
+    for layer in imp.model.layers:  # every layer's output quantization is the file's
+        tensors = [t for t, a in acts.items() if t == imp.tensor_names[layer.name]]
+        if tensors:
+            s, z, _ = acts[tensors[0]]
+            assert qp.activations[layer.name].scale == (s,) and qp.activations[layer.name].zero_point == (z - 128,)
 
 
-def test_qdq_golden_equals_ort_on_the_file(imported):
+@pytest.mark.parametrize("name", QDQ)
+def test_qdq_golden_equals_ort_on_the_file(name, imported):
     from edgeconv.quant.golden import run_int8
     from edgeconv.quant.quantize import quantize_input
 
-    imp = imported("qdq_residual")
+    imp = imported(name)
     qp = imp.quant
-    data = npz("qdq_residual")
-    x = to_nhwc(data["inputs"], "NCHW")
+    data = npz(name)
+    x = to_nhwc(data["inputs"], MANIFEST[name]["layout"])
     out = qp.activations[imp.model.output]
     file_q = np.rint(data["outputs"] / out.scale[0]).astype(np.int64) + out.zero_point[0]  # exact: DQ of ints
     golden = run_int8(analyze(imp.model), qp, quantize_input(x, qp.activations["input"], "int8"), "ort_cpu")
-    assert np.array_equal(golden[imp.model.output].astype(np.int64).transpose(0, 3, 1, 2), file_q)
-    # and the dropped Relus came back as fused ReLUs (the zero point is qmin)
+    got = golden[imp.model.output].astype(np.int64)
+    got = got.transpose(0, 3, 1, 2) if file_q.ndim == 4 else got.reshape(file_q.shape)
+    assert np.array_equal(got, file_q)
+
+
+def test_qdq_relus_dropped_by_ort_come_back_fused(imported):
+    layers = imported("qdq_residual").model.layers
     assert (
-        sum(
-            getattr(layer, "activation", None) is not None and layer.activation.value == "relu"
-            for layer in imp.model.layers
-        )
+        sum(getattr(layer, "activation", None) is not None and layer.activation.value == "relu" for layer in layers)
         == 4
     )
 

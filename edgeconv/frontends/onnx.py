@@ -418,6 +418,17 @@ class _Mapper:
                 return layer, i
         return None, -1
 
+    def readers(self, tensor: str) -> list:
+        """The compute nodes reading `tensor`, looking through a QuantizeLinear -> DequantizeLinear pair."""
+        out = []
+        for n in self.consumers.get(tensor, []):
+            if n.op_type == "QuantizeLinear":
+                for dq in self.consumers.get(n.output[0], []):
+                    out += self.consumers.get(dq.output[0], [])
+            else:
+                out.append(n)
+        return out
+
     def single_reader(self, tensor: str) -> bool:
         """Whether `tensor` (and its Q/DQ alias chain) feeds exactly one compute node."""
         readers = [n for n in self.consumers.get(tensor, []) if n.op_type != "QuantizeLinear"]
@@ -900,6 +911,11 @@ class _Mapper:
         return True
 
     def op_mul(self, node) -> None:
+        if self.qdq:
+            raise self.fail(
+                f"{self.node_text(node)}: a Mul in a QDQ model is a quantized op of its own (a BatchNormalization "
+                f"the exporter left unfolded?); fold BN before quantizing"
+            )
         if not self._affine_fold(node, scale=True):
             raise self.fail(
                 f"{self.node_text(node)}: only a multiplication by a per-channel constant right after a Conv or "
@@ -985,7 +1001,15 @@ class _Mapper:
                 f"{self.node_text(node)}: pads {pads.tolist()} mode {mode} value {value}; only a zero Pad of H and W "
                 f"of an NCHW tensor, read by a Conv, is supported"
             )
-        readers = self.consumers.get(node.output[0], [])
+        readers = self.readers(node.output[0])
+        if (
+            self.qdq
+            and node.output[0] in self.act_q
+            and self.act_q[node.output[0]] != self.act_q.get(self.resolve(node.input[0]))
+        ):
+            raise self.fail(
+                f"{self.node_text(node)}: its output is quantized unlike its input; it cannot be folded into the Conv"
+            )
         if not readers or any(r.op_type not in ("Conv",) for r in readers):
             raise self.fail(f"{self.node_text(node)}: a Pad is supported only when Conv nodes read it")
         # ONNX pads: [N_begin, C_begin, H_begin, W_begin, N_end, C_end, H_end, W_end]
@@ -1095,8 +1119,14 @@ def _qparams(m: _Mapper, model: Model) -> QuantParams:
     if first is None:
         raise InputError(f"{m.where}: the input {m.input_name!r} is not quantized (no QuantizeLinear reads it)")
     acts: dict[str, TensorQuant] = {INPUT: first}
+    aliases: dict[str, list[str]] = {}
+    for tensor, val in m.values.items():
+        aliases.setdefault(val.layer, []).append(tensor)
     for layer in model.layers:
         tq = m.act_q_layers.get(layer.name)
+        if tq is None:  # quantized only after a flatten (ORT leaves ReduceMean in float)
+            found = [m.act_q[t] for t in aliases.get(layer.name, []) if t in m.act_q]
+            tq = found[0] if found else None
         if tq is None:
             raise InputError(
                 f"{m.where}: layer {layer.name} ({layer.op}, tensor {m.tensor_names.get(layer.name)!r}) has no "

@@ -213,25 +213,31 @@ def ort_avg_pool_sliding(x, x_zp, s_in, s_out, zp_out, pool_hw, stride_hw, pads)
 
 
 def ort_softmax(x, s_in, zp_out=-128, s_out=1.0 / 256.0):
-    """QLinearSoftmax (uint8, opset 13): a table of exp((i − 255)·s_in) for the 256 input
-    values, scaled so that a row's sum fits uint32, rounded to integers; the row maximum picks
-    the window of the table; y = round(table · (1 / (sum · s_out))) + zp_out (float32)."""
+    """QLinearSoftmax (uint8, opset 13) as ORT 1.32's CPU kernel computes it, with a float32
+    table: t[i] = float32(exp((i − 255 + b)·s_in)), b = max(0, ln(FLT_MAX / D) − 5) / s_in; the row
+    maximum aligns the table; vsum = the float32 sum of the row's entries in order;
+    y = nearbyint(t · floor(1 / s_out) / vsum) + zp_out on the uint8 grid, capped at 255. Note
+    floor(1 / s_out): 256 for edgeconv's 1/256, but 254 for ORT quantize_static's 1/255."""
     x = np.asarray(x, np.int64)
     d = x.shape[-1]
-    bit_shift = np.log(np.float64(np.iinfo(np.uint32).max) / d)
-    bit_shift = max(0.0, bit_shift - 3.0) / np.float64(np.float32(s_in))
+    s_in32 = np.float64(np.float32(s_in))
+    shift = max(0.0, np.log(np.float64(np.finfo(np.float32).max) / d) - 5.0) / s_in32
     i = np.arange(256, dtype=np.float64)
-    table = np.rint(np.exp((i - 255.0 + bit_shift) * np.float64(np.float32(s_in)))).astype(np.int64)
+    table = np.exp((i - 255.0 + shift) * s_in32).astype(np.float32)
+    y_scale = np.float32(np.floor(np.float32(1.0) / np.float32(s_out)))
+    zp_u = zp_out + 128
     rows = x.reshape(-1, d)
     out = np.empty_like(rows)
     for r, row in enumerate(rows):
         e = table[255 - (row.max() - row)]
-        total = int(e.sum()) & 0xFFFFFFFF
+        total = np.float32(0.0)
+        for v in e:  # sequential float32 sum, like the kernel's loop
+            total = np.float32(total + v)
         if total == 0:
             out[r] = zp_out
             continue
-        inv = np.float32(np.float32(1.0) / (np.float32(total) * np.float32(s_out)))
-        out[r] = np.rint((e.astype(np.float32) * inv).astype(np.float32)).astype(np.int64) + zp_out
+        q = np.rint(((e * y_scale).astype(np.float32) / total).astype(np.float32)).astype(np.int64) + zp_u
+        out[r] = np.minimum(q, 255) - 128
     return np.clip(out, -128, 127).reshape(x.shape).astype(np.int8)
 
 
