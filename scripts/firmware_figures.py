@@ -103,6 +103,8 @@ def main() -> int:
                         "bss_bytes": mem["size"]["bss"],
                         "arena_host_x86_64": host_arena,
                         "arena_device": run.arena_used_bytes,
+                        "stack_device": run.stack_bytes,
+                        "ram_bytes": mem["size"]["data"] + mem["size"]["bss"] + run.stack_bytes,
                         "arena_predicted_64bit": predict_arena_bytes(source.analysis) if source.analysis else None,
                         "arena_compiled": run.arena_bytes,
                         "max_lsb": int(np.abs(got - want.astype(int)).max()),

@@ -113,6 +113,7 @@ def test_mlperf_resnet8_on_cortex_m4_matches_host_tflm_bit_for_bit(mlperf):
     # below the x86-64 host's (55,984 B: 64-bit structs in the tail)
     assert run.arena_used_bytes == 54_996
     assert run.arena_used_bytes <= run.arena_bytes == project.arena_bytes
+    assert 256 < run.stack_bytes < 8192  # painted high-water mark below main's frame
     # instruction counts: every invoke counted, same order of magnitude
     assert len(run.instructions) == 6 and min(run.instructions) > 20_000_000
     assert max(run.instructions) - min(run.instructions) < 0.01 * min(run.instructions)

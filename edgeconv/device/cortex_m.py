@@ -51,6 +51,7 @@ class FirmwareRun:
     arena_bytes: int
     arena_used_bytes: int
     instructions: list[int]  # per invoke
+    stack_bytes: int  # deepest stack use below main's frame (painted, emulator build)
     seconds: float  # wall time of the emulator run
 
     @property
@@ -180,6 +181,7 @@ def run_elf(elf: Path, cpu: str, x_q: np.ndarray, timeout: float = 600) -> Firmw
         int(info["arena_bytes"]),
         int(info["arena_used_bytes"]),
         [t * INSTRUCTIONS_PER_TICK for t in info["ticks"]],
+        int(info.get("stack_bytes", 0)),
         seconds,
     )
 
@@ -237,6 +239,7 @@ def run_bundle(bundle, out: Path, cpu: str, kernels: str, timeout: float) -> Non
             "instructions_per_invoke": run.median_instructions,
             "arena_used_bytes": run.arena_used_bytes,
             "arena_bytes": run.arena_bytes,
+            "stack_bytes": run.stack_bytes,
         },
     }
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")

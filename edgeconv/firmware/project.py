@@ -62,7 +62,7 @@ RESOLVER_METHODS = {
 # QEMU machine per core: flash/SRAM at 0x0 and a CMSDK APB timer at 0x40000000 on both
 QEMU_MACHINES = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500"}
 ARENA_MARGIN_BYTES = 1024  # above the prediction: the model's upper bound is fitted on x86-64 hosts
-STACK_BYTES = 16384
+BOOT_STACK_BYTES = 512  # crt0 then takes the stack the semihosting host reports
 MODEL_FILE = "model.int8.tflite"
 
 
@@ -127,6 +127,27 @@ void timer_start() {{}}
 uint32_t timer_now() {{ return 0; }}
 #endif
 
+#if defined(EDGECONV_STACK_PAINT)
+// stack high-water mark: paint 32 KB below main's frame, scan after the invokes (emulator
+// only: on a board that region may not be free RAM)
+constexpr unsigned kPaintWords = 8192;
+constexpr uint32_t kPaint = 0xa5a5a5a5u;
+uint32_t* g_paint_top = nullptr;
+__attribute__((noinline)) void stack_paint() {{
+  uint32_t here = 0;
+  g_paint_top = reinterpret_cast<uint32_t*>(reinterpret_cast<uintptr_t>(&here) & ~uintptr_t{{3}}) - 64;
+  for (unsigned i = 1; i <= kPaintWords; ++i) *(g_paint_top - i) = kPaint;
+}}
+unsigned stack_used(uintptr_t main_sp) {{
+  unsigned i = kPaintWords;
+  while (i > 0 && *(g_paint_top - i) == kPaint) --i;
+  return static_cast<unsigned>(main_sp - reinterpret_cast<uintptr_t>(g_paint_top - i));
+}}
+#else
+void stack_paint() {{}}
+unsigned stack_used(uintptr_t) {{ return 0; }}
+#endif
+
 int fail(const char* what, int code) {{
   printf("edgeconv-firmware: error: %s\\n", what);
   FILE* r = fopen("report.txt", "w");
@@ -140,6 +161,9 @@ int fail(const char* what, int code) {{
 }}  // namespace
 
 int main() {{
+  uint32_t main_frame = 0;
+  const uintptr_t main_sp = reinterpret_cast<uintptr_t>(&main_frame);
+  stack_paint();
   const uint32_t crc = crc32({name}, {name}_len);
   if (crc != {name}_crc32) return fail("model array CRC-32 mismatch (corrupt or edited model_data.cc)", 3);
   const tflite::Model* model = tflite::GetModel({name});
@@ -177,6 +201,7 @@ int main() {{
     ++samples;
   }}
   fprintf(report, "samples %u\\n", samples);
+  fprintf(report, "stack_bytes %u\\n", stack_used(main_sp));  // deepest use below main's frame
   fclose(in);
   fclose(out);
   fclose(report);
@@ -195,6 +220,7 @@ STARTUP_C = """\
 
 extern void _start(void);
 
+/* boot stack until crt0 moves the stack pointer where SYS_HEAPINFO says (top of RAM) */
 static uint64_t edgeconv_stack[{stack_words}] __attribute__((aligned(8)));
 
 static void edgeconv_fault(void) {{ _exit(9); }}
@@ -235,7 +261,7 @@ CXXFLAGS := {cxxflags}
 CCFLAGS := {ccflags}
 INCLUDES := -I. {includes}
 ifeq ($(TIMER),qemu)
-  DEFINES := -DEDGECONV_TIMER_CMSDK
+  DEFINES := -DEDGECONV_TIMER_CMSDK -DEDGECONV_STACK_PAINT
 else ifeq ($(TIMER),dwt)
   DEFINES := -DEDGECONV_TIMER_DWT
 else
@@ -296,7 +322,7 @@ def project_files(
         n_ops=len(ops),
         resolver="\n".join(resolver_lines(ops)),
     ).encode()
-    files["startup.c"] = STARTUP_C.format(stack_words=STACK_BYTES // 8).encode()
+    files["startup.c"] = STARTUP_C.format(stack_words=BOOT_STACK_BYTES // 8).encode()
     inc = " ".join(f"-I$(TREE)/{p}" if p != "." else "-I$(TREE)" for p in includes)
     files["Makefile"] = MAKEFILE.format(
         **common,
