@@ -57,6 +57,7 @@ class ImportResult:
     seconds: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     source_sha256: str = ""
+    derived_notes: list[str] = field(default_factory=list)  # where a derived file cannot follow the original
 
     def summary(self) -> dict:
         a = self.analysis
@@ -76,7 +77,7 @@ class ImportResult:
             "int8_tflite_bytes": len(self.files["model.int8.tflite"]),
             "calibration": dict(self.qparams.calibration),
             "fidelity": None if self.fidelity is None else self.fidelity.to_json(),
-            "notes": list(self.imported.notes),
+            "notes": list(self.imported.notes) + self.derived_notes,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "failures": self.failures,
             "files": [str(self.out_dir / name) for name in self.files],
@@ -224,6 +225,17 @@ def build_imported(
     src = Path(imported.source)
     sha = hashlib.sha256(data).hexdigest()
     result = ImportResult(imported, analysis, out_dir, qparams, files, original, fidelity, seconds, source_sha256=sha)
+    if original == "model.int8.onnx":
+        from edgeconv.quant.quantize import SOFTMAX_QUANT
+
+        for layer in analysis.model.layers:
+            tq = qparams.activations[layer.name]
+            if layer.op == "softmax" and (tq.scale, tq.zero_point) != (SOFTMAX_QUANT.scale, SOFTMAX_QUANT.zero_point):
+                result.derived_notes.append(
+                    f"model.int8.tflite is derived with the file's softmax output scale {tq.scale[0]:.6g}, zero point "
+                    f"{tq.zero_point[0]} (int8 convention); TFLite's int8 SOFTMAX requires 1/256 and -128, so LiteRT "
+                    f"and TFLM refuse it (the arm and mcu targets cannot check this model)"
+                )
     if fidelity is not None and not fidelity.passed:
         result.failures.append(fidelity.text())
     if target is not None:
@@ -337,7 +349,7 @@ def _plan_doc(result: ImportResult, target) -> dict:
             "original": result.original,
             "derived": s["derived"],
             "tensor_names": {result.original: dict(result.imported.tensor_names)} if result.original else {},
-            "notes": list(result.imported.notes),
+            "notes": list(result.imported.notes) + result.derived_notes,
             # without its run time, so the same inputs give a byte-identical plan.json
             "fidelity": None if s["fidelity"] is None else {k: v for k, v in s["fidelity"].items() if k != "seconds"},
         },
@@ -392,8 +404,9 @@ def report_markdown(result: ImportResult) -> str:
         lines += [f"| layer | {unit} |", "| --- | ---: |"]
         lines += [f"| {k} | {v:.3g} |" for k, v in result.fidelity.layers.items()]
         lines.append("")
-    if result.imported.notes:
-        lines += ["## Canonicalization", ""] + [f"- {n}" for n in result.imported.notes] + [""]
+    if result.imported.notes or result.derived_notes:
+        notes = list(result.imported.notes) + result.derived_notes
+        lines += ["## Canonicalization", ""] + [f"- {n}" for n in notes] + [""]
     if result.original:
         names = result.imported.tensor_names
         lines += ["## Layers in the original file", "", "| layer | tensor in the file |", "| --- | --- |"]

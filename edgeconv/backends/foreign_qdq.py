@@ -55,8 +55,14 @@ def integer_names(data: bytes, names: Sequence[str]) -> list[str]:
     graph = onnx.load_from_string(data).graph
     quantized = {n.input[0]: n.output[0] for n in graph.node if n.op_type == "QuantizeLinear"}
     dequantized = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    # data movement the quantizer leaves in float (a Reshape after an unquantized ReduceMean): the
+    # values are quantized after it, with the same element order
+    moves = {n.input[0]: n.output[0] for n in graph.node if n.op_type in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")}
     out = []
     for name in names:
+        hops = 0
+        while name not in quantized and name not in dequantized and name in moves and hops < 4:
+            name, hops = moves[name], hops + 1
         if name in quantized:
             out.append(quantized[name])
         elif name in dequantized:
