@@ -26,6 +26,7 @@ class Ctx:
     tmp: Path
     build: Path
     bundle: Path
+    bomb_bytes: int = 2 * 2**30  # the issue's 2 GiB zip bomb; the test uses a smaller one under a lower ceiling
 
     def path(self, name: str) -> Path:
         return self.tmp / name
@@ -103,10 +104,10 @@ def _manifest_change(change: Callable[[dict], None]) -> Callable[[dict[str, byte
 
 
 def _zip_bomb(ctx: Ctx) -> str:
-    """A ~2 MB .npz whose one member inflates to 2 GB of zeros (a valid .npy header)."""
+    """A ~2 MB .npz whose one member inflates to 2 GiB of zeros (a valid .npy header)."""
     path = ctx.path("bomb.npz")
     header = io.BytesIO()
-    n = 2 * 2**30 // 4
+    n = ctx.bomb_bytes // 4
     np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (n,)})
     with (
         zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive,
