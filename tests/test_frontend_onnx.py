@@ -155,6 +155,15 @@ def test_external_data_is_resolved_beside_the_file_and_missing_data_refused(tmp_
     (tmp_path / "conv_bn_relu.onnx.data").write_bytes((DATA / "conv_bn_relu.onnx.data").read_bytes()[:100])
     with pytest.raises(InputError, match="truncated side file"):
         import_onnx(tmp_path / "m.onnx")
+    # a location outside the model's folder is refused before anything is read
+    proto = onnx.load(str(DATA / "conv_bn_relu.onnx"), load_external_data=False)
+    for t in proto.graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location":
+                entry.value = "../secret.data"
+    (tmp_path / "escape.onnx").write_bytes(proto.SerializeToString())
+    with pytest.raises(InputError, match="outside the model's folder"):
+        import_onnx(tmp_path / "escape.onnx")
 
 
 # -- QDQ ------------------------------------------------------------------------------------------
@@ -261,6 +270,54 @@ REFUSALS = {
     "groups": (lambda: _model(*_conv(group=2), [1, 4, 9, 9], None), r"node 'c' \(Conv\) has group 2"),
     "batch": (lambda: _model(*_conv(), [2, 4, 9, 9], None), "has batch 2, expected 1"),
     "dynamic_hw": (lambda: _model(*_conv(), [1, 4, "h", "w"], None), "dynamic dimension 2"),
+    "ceil_mode": (
+        lambda: _model(
+            [helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)],
+            {},
+            [1, 4, 9, 9],
+            None,
+        ),
+        r"node 'mp' \(MaxPool\) has ceil_mode 1",
+    ),
+    "count_include_pad": (
+        lambda: _model(
+            [
+                helper.make_node(
+                    "AveragePool", ["x"], ["y"], name="ap", kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1
+                )
+            ],
+            {},
+            [1, 4, 9, 9],
+            None,
+        ),
+        r"node 'ap' \(AveragePool\) counts padding in its average",
+    ),
+    "clip_range": (
+        lambda: _model(
+            [
+                helper.make_node("Conv", ["x", "w"], ["c"], name="c", kernel_shape=[3, 3]),
+                helper.make_node("Clip", ["c", "lo", "hi"], ["y"], name="clip"),
+            ],
+            {**_conv()[1], "lo": np.array(-1, np.float32), "hi": np.array(1, np.float32)},
+            [1, 4, 9, 9],
+            None,
+        ),
+        r"node 'clip' \(Clip\) clips to \[-1.0, 1.0\]",
+    ),
+    "int16_qdq": (
+        lambda: _model(
+            [
+                helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+                helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], name="dq"),
+                helper.make_node("Relu", ["d"], ["y"], name="r"),
+            ],
+            {"s": np.array(0.1, np.float32), "z": np.array(0, np.int16)},
+            [1, 4, 9, 9],
+            None,
+            opset=21,
+        ),
+        r"activations quantized as int16; only uint8 and int8",
+    ),
     "unknown_op": (
         lambda: _model([helper.make_node("Sigmoid", ["x"], ["y"], name="sig")], {}, [1, 4, 9, 9], None),
         r"node 'sig' \(Sigmoid\) is not supported; supported ops: Conv, Relu",
