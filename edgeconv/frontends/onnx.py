@@ -700,7 +700,7 @@ class _Mapper:
                 f"{self.node_text(node)} counts padding in its average (count_include_pad=1) with pads {list(pads)}; "
                 f"only averages over the pixels inside the image are supported"
             )
-        name = self.new_name(node.output[0], cls.op)
+        name = self.new_name(_hint(node), cls.op)
         layer = cls(name, (kw, kh), (stride[1], stride[0]), pads, (src.layer,))
         self.emit(layer, node.output[0])
         self.out_quant(layer, node.output[0])
@@ -717,7 +717,7 @@ class _Mapper:
         src = self.value(node.input[0], node)
         if src.kind != "nchw" or src.pads is not None:
             raise self.fail(f"{self.node_text(node)} reads a {src.kind} tensor, expected NCHW")
-        name = self.new_name(node.output[0], "global_avg_pool")
+        name = self.new_name(_hint(node), "global_avg_pool")
         layer = GlobalAvgPool(name, (src.layer,))
         c = self.spatial_of(node.input[0], node)[2]
         self.emit(layer, node.output[0], "nchw" if keep else "flat")
@@ -845,7 +845,7 @@ class _Mapper:
         if w.ndim != 2:
             raise self.fail(f"{self.node_text(node)}: weights {list(w.shape)}, expected 2-D")
         units = w.shape[1]
-        name = self.new_name(node.output[0], "dense")
+        name = self.new_name(_hint(node), "dense")
         self.weights[f"{name}.weight"] = self._dense_weights(node, src, np.ascontiguousarray(w.T))
         self.weights[f"{name}.bias"] = np.zeros(units, np.float32)
         layer = Dense(name, units, Activation.NONE, (src.layer,))
@@ -931,7 +931,7 @@ class _Mapper:
             sa, sb = self.shapes.get(ins[0]), self.shapes.get(ins[1])
             if sa != sb:
                 raise self.fail(f"{self.node_text(node)} adds shapes {sa} and {sb}; broadcasting is not supported")
-            name = self.new_name(node.output[0], "add")
+            name = self.new_name(_hint(node), "add")
             layer = Add(name, (a.layer, b.layer))
             self.emit(layer, node.output[0], a.kind)
             self.values[node.output[0]].order, self.values[node.output[0]].spatial = a.order, a.spatial
@@ -968,7 +968,7 @@ class _Mapper:
             raise self.fail(
                 f"{self.node_text(node)}: only a softmax over the last axis of a [1, N] tensor is supported"
             )
-        name = self.new_name(node.output[0], "softmax")
+        name = self.new_name(_hint(node), "softmax")
         layer = Softmax(name, (src.layer,))
         self.emit(layer, node.output[0], "flat")
         self.values[node.output[0]].spatial = src.spatial
@@ -1030,7 +1030,7 @@ class _Mapper:
         if axis % 4 != 1 or any(s.kind != "nchw" or s.pads is not None for s in srcs):
             raise self.fail(f"{self.node_text(node)}: only a concat of NCHW tensors on channels (axis 1) is supported")
         cls = LAYER_TYPES["concat"]
-        layer = cls(name=self.new_name(node.output[0], "concat"), inputs=tuple(s.layer for s in srcs))
+        layer = cls(name=self.new_name(_hint(node), "concat"), inputs=tuple(s.layer for s in srcs))
         self.emit(layer, node.output[0])
         self.out_quant(layer, node.output[0])
 
@@ -1079,12 +1079,20 @@ class _Mapper:
         self.q_b[name] = qb.q.reshape(-1).astype(np.int32)
 
 
+def _hint(node) -> str:
+    """What a layer is named after: a path-like node name (tf2onnx's 'model/layer/Op', the
+    legacy exporter's '/module/Op'), else the output tensor (dynamo's 'relu_1', 'max_pool2d')."""
+    return node.name if "/" in node.name else node.output[0]
+
+
 def _weight_hint(node) -> str:
-    """The tensor a weighted layer is named after: PyTorch's '<module>.weight', else the output."""
+    """The name of a weighted layer's source: PyTorch's '<module>.weight', a Keras path, else _hint."""
     w = node.input[1]
     for suffix in _SUFFIXES:
         w = w.removesuffix(suffix)
-    return w if w.endswith(".weight") else node.output[0]
+    if w.endswith(".weight") or ("/" in w and _KERAS_ROOT.match(w.split("/")[0])):
+        return w
+    return _hint(node)
 
 
 def _dequantize(qc: _QConst) -> np.ndarray:
