@@ -17,8 +17,8 @@ from edgeconv.artifacts.folder import write_build_folder
 from edgeconv.core.errors import CheckFailed
 from edgeconv.core.graph import Analysis, analyze
 from edgeconv.core.io import json_bytes, npz_bytes
-from edgeconv.core.tensors import check_analysis_memory, check_array_file, check_samples_memory, check_tensor
 from edgeconv.core.ir import InputSpec, Model
+from edgeconv.core.tensors import check_analysis_memory, check_samples_memory, check_tensor
 from edgeconv.core.weights import Weights, init_weights, load_weights
 from edgeconv.plan.memory import MemoryEstimate, estimate
 from edgeconv.plan.planner import OBJECTIVE, Budgets, Plan, TargetLimits, plan
@@ -242,7 +242,6 @@ def _quantize(req: BuildRequest, analysis: Analysis, weights: Weights, progress:
         samples = req.calib_data
         source = req.calib_source or "calibration samples given with the request"
     elif req.calib_path:
-        check_array_file(req.calib_path, f"calibration {req.calib_path}")
         samples = load_calibration(req.calib_path, analysis)
         source = f"file {Path(req.calib_path).name}"
     else:
@@ -314,7 +313,6 @@ def run_build(req: BuildRequest, progress=None) -> BuildResult:
         weights = dict(req.weights)
         weights_source = req.weights_source or "weights given with the request"
     elif req.weights_path:
-        check_array_file(req.weights_path, f"weights {req.weights_path}")
         weights = load_weights(req.weights_path, analysis)
         digest = hashlib.sha256(Path(req.weights_path).read_bytes()).hexdigest()
         weights_source = f"file {Path(req.weights_path).name} (sha256 {digest[:16]})"

@@ -102,8 +102,6 @@ def targets_option(text: str):
 
 
 def float_inputs(path: str, build, what: str, min_samples: int = 1):
-    from edgeconv.core.tensors import check_array_file
     from edgeconv.quant.calibrate import load_calibration
 
-    check_array_file(path, f"{what} {path}")
     return load_calibration(path, build.analysis, min_samples=min_samples, what=what)

@@ -120,7 +120,7 @@ def check_npz(path: str | Path, what: str) -> None:
     except FileNotFoundError:
         raise InputError(f"{what}: file not found") from None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error) as err:
-        raise InputError(f"{what}: not a readable .npz ({' '.join(str(err).split())[:160]})") from None
+        raise InputError(f"{what}: could not read it as .npz ({' '.join(str(err).split())[:160]})") from None
 
 
 def check_array_file(path: str | Path, what: str) -> None:

@@ -18,6 +18,7 @@ from edgeconv.core.errors import InputError
 from edgeconv.core.graph import Analysis, LayerInfo
 from edgeconv.core.ir import Add, AvgPool, Concat, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
 from edgeconv.core.optable import OpTable
+from edgeconv.core.tensors import check_array_file
 
 Weights = dict[str, np.ndarray]  # "<layer>.weight" / "<layer>.bias" -> float32 array
 
@@ -76,6 +77,7 @@ def init_weights(analysis: Analysis, seed: int = 0) -> Weights:
 def load_weights(path: str | Path, analysis: Analysis) -> Weights:
     """Read a .npz keyed '<layer>.weight' / '<layer>.bias' and check names and shapes."""
     path = Path(path)
+    check_array_file(path, f"weights {path}")  # declared sizes and headers before inflating (zip bombs)
     try:
         with np.load(path, allow_pickle=False) as data:
             given = {key: np.asarray(data[key]) for key in data.files}

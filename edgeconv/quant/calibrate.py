@@ -49,6 +49,7 @@ from edgeconv.core import reference
 from edgeconv.core.errors import InputError
 from edgeconv.core.graph import Analysis
 from edgeconv.core.ir import INPUT
+from edgeconv.core.tensors import check_array_file
 from edgeconv.core.weights import Weights
 
 METHODS = ("minmax", "percentile", "mse")
@@ -147,6 +148,7 @@ def load_calibration(
         raise InputError(f"{what} {path}: expected a .npy or .npz file, got {suffix or 'no extension'!r}")
     if not path.is_file():
         raise InputError(f"{what} {path}: file not found")
+    check_array_file(path, f"{what} {path}")  # header, dtype, sizes and zip bombs before numpy reads
     try:
         if suffix == ".npy":
             x = np.load(path, allow_pickle=False)
