@@ -490,3 +490,21 @@ def test_concat_shares_one_quantization_and_runs_on_tflm(imported):
         it.invoke()
         got.append(np.array(it.get_output(0)))
     assert np.array_equal(np.concatenate(got), run_int8(analysis, qp, x_q, "tflm")[imp.model.output])
+
+
+@pytest.mark.parametrize("name", ["pad_concat", "flatten_nonsquare"])
+def test_cli_import_then_parity_on_cpu_arm_mcu(name, tmp_path):
+    """`edgeconv import` of a float ONNX file (explicit Pad + Concat; a C,H,W flatten) writes a
+    build folder whose fidelity is within the goal and that passes parity with 0 LSB."""
+    pytest.importorskip("ai_edge_litert", reason="the arm target runs LiteRT")
+    pytest.importorskip("tflite_micro", reason="the mcu target runs TFLite Micro")
+    from edgeconv.cli import cli
+
+    out = tmp_path / name
+    result = CliRunner().invoke(cli, ["import", str(DATA / f"{name}.onnx"), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["source_format"] == "onnx" and summary["fidelity"]["worst"] <= GOAL
+    parity = CliRunner().invoke(cli, ["parity", str(out), "--targets", "cpu,arm,mcu", "--json"])
+    assert parity.exit_code == 0, parity.output
+    assert [t["deployment"]["vs_golden"]["max_lsb"] for t in json.loads(parity.stdout)["targets"]] == [0, 0, 0]
