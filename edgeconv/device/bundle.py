@@ -202,7 +202,7 @@ def bundle_files(build, target, x: np.ndarray, input_source: str) -> dict[str, b
             "classifier": _is_classifier(build),
         }
     )
-    options = {k: v for k, v in target.options}
+    options = dict(target.options)
     if target.backend == "mcu":
         options["arena_bytes"] = _mcu_arena(options.get("arena"), target)
     manifest = {

@@ -65,9 +65,11 @@ def load_manifest(folder: str) -> dict:
         with open(path, encoding="utf-8") as handle:
             manifest = json.load(handle)
     except FileNotFoundError:
-        raise RunnerError(f"bundle {folder}: manifest.json not found (not an edgeconv bundle?)", EXIT_TAMPERED)
+        raise RunnerError(
+            f"bundle {folder}: manifest.json not found (not an edgeconv bundle?)", EXIT_TAMPERED
+        ) from None
     except (OSError, ValueError) as err:
-        raise RunnerError(f"bundle {folder}: manifest.json unreadable ({one_line(err)})", EXIT_TAMPERED)
+        raise RunnerError(f"bundle {folder}: manifest.json unreadable ({one_line(err)})", EXIT_TAMPERED) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise RunnerError(f"bundle {folder}: manifest.json has no 'files' table of SHA-256 hashes", EXIT_TAMPERED)
     return manifest
@@ -119,7 +121,7 @@ def run_litert(np, model_path: str, x, kernels: str, options: dict, n_outputs: i
     except ImportError as err:
         raise RunnerError(
             f"runtime: ai_edge_litert does not import ({one_line(err)}); install it with: pip install ai-edge-litert"
-        )
+        ) from None
     resolver = getattr(OpResolverType, LITERT_RESOLVERS[kernels])
     threads = int(options.get("num_threads", 1))
     start = time.perf_counter()
@@ -163,7 +165,7 @@ def run_onnxruntime(np, model_path: str, x, options: dict, qnn: bool, n_outputs:
     except ImportError as err:
         raise RunnerError(
             f"runtime: onnxruntime does not import ({one_line(err)}); install it with: pip install onnxruntime"
-        )
+        ) from None
     info = {"name": "onnxruntime", "module": "onnxruntime", "version": getattr(ort, "__version__", None)}
     start = time.perf_counter()
     if qnn:
@@ -173,7 +175,7 @@ def run_onnxruntime(np, model_path: str, x, options: dict, qnn: bool, n_outputs:
             raise RunnerError(
                 f"runtime: onnxruntime_qnn does not import ({one_line(err)}); "
                 "install it with: pip install onnxruntime-qnn"
-            )
+            ) from None
         ep = "QNNExecutionProvider"
         if not any(d.ep_name == ep for d in ort.get_ep_devices()):
             ort.register_execution_provider_library(ep, onnxruntime_qnn.get_library_path())
@@ -215,7 +217,7 @@ def run_tflite_micro(np, model_path: str, x, options: dict, n_outputs: int):
     except ImportError as err:
         raise RunnerError(
             f"runtime: tflite_micro does not import ({one_line(err)}); install it with: pip install tflite-micro"
-        )
+        ) from None
     arena = int(options.get("arena_bytes") or 8 << 20)
     start = time.perf_counter()
     with open(model_path, "rb") as handle:
@@ -264,7 +266,9 @@ def run(folder: str, requested: str, out_dir: str, options_override: dict | None
     try:
         import numpy as np
     except ImportError as err:
-        raise RunnerError(f"runtime: numpy does not import ({one_line(err)}); install it with: pip install numpy")
+        raise RunnerError(
+            f"runtime: numpy does not import ({one_line(err)}); install it with: pip install numpy"
+        ) from None
     runtime = manifest.get("runtime")
     artifact = manifest.get("artifact")
     if not isinstance(runtime, dict) or not isinstance(manifest.get("input"), dict):
@@ -309,7 +313,7 @@ def run(folder: str, requested: str, out_dir: str, options_override: dict | None
     except RunnerError:
         raise
     except Exception as err:
-        raise RunnerError(f"runtime {kind} ({kernels} kernels) failed: {type(err).__name__}: {one_line(err)}")
+        raise RunnerError(f"runtime {kind} ({kernels} kernels) failed: {type(err).__name__}: {one_line(err)}") from None
     y = np.concatenate(outputs[0])
     os.makedirs(out_dir, exist_ok=True)
     out_path = os.path.join(out_dir, "outputs.npy")

@@ -37,6 +37,7 @@ exact for arm/cpu/mcu), and against float_reference.npy for SQNR and top-1 agree
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -516,15 +517,13 @@ class SshDevice:
             )
             self._check(proc, "fetching the result (scp)")
         finally:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
                 subprocess.run(
                     self.ssh_argv("rm", "-rf", "--", workdir),
                     capture_output=True,
                     timeout=short,
                     stdin=subprocess.DEVNULL,
                 )
-            except (subprocess.TimeoutExpired, OSError):
-                pass
         return out
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from edgeconv.core.errors import InputError
 from edgeconv.core.graph import analyze
-from edgeconv.core.tensors import check_analysis_memory
 from edgeconv.core.ir import LAYER_TYPES, Activation, InputSpec, Model, as_pair, chain
+from edgeconv.core.tensors import check_analysis_memory
 
 _COMMON = {"name", "op", "inputs"}
 _FIELDS = {
