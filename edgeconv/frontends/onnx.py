@@ -45,6 +45,8 @@ dynamic H/W, a file that is not ONNX, corrupt or truncated files, missing extern
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -267,15 +269,38 @@ def _fold_constants(proto) -> int:
     return folded
 
 
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    """Hold the libraries' warnings (printed to stderr by logging's last-resort handler): an
+    error is one line from edgeconv; what canonicalization did goes to ImportedModel.notes."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def canonicalize(proto, where: str, notes: list[str]):
     """Batch 1, onnxscript's optimizer, leftover constant folding, strict shape inference."""
     import onnx
     import onnxscript.optimizer
 
     _fix_batch(proto, where, notes)
+    try:  # dangling inputs, unknown ops, bad attributes: refused before anything runs on the graph
+        if any(not o.type.tensor_type.HasField("shape") for o in proto.graph.output):
+            proto = onnx.shape_inference.infer_shapes(proto)  # outputs declared without a shape
+        onnx.checker.check_model(proto)
+    except Exception as err:  # onnx.checker.ValidationError, shape inference's InferenceError
+        text = " ".join(str(err).split())[:160]
+        raise InputError(f"{where}: not a valid ONNX model ({text})") from None
     before = {n.op_type for n in proto.graph.node}
     try:
-        proto = onnxscript.optimizer.optimize(proto)
+        with _quiet_loggers("onnx_ir", "onnxscript"):
+            proto = onnxscript.optimizer.optimize(proto)
     except Exception as err:  # the optimizer raises assorted errors on malformed graphs
         text = " ".join(str(err).split())[:160]
         raise InputError(f"{where}: the ONNX optimizer cannot read the graph ({type(err).__name__}: {text})") from None
@@ -339,7 +364,12 @@ class _Mapper:
         from onnx import numpy_helper
 
         g = self.proto.graph
-        self.consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        self.consts = {}
+        for t in g.initializer:
+            try:
+                self.consts[t.name] = numpy_helper.to_array(t)
+            except (ValueError, TypeError) as err:
+                raise self.fail(f"initializer {t.name!r} is corrupt ({' '.join(str(err).split())[:100]})") from None
         self.shapes: dict[str, tuple[int, ...]] = {}
         for vi in list(g.input) + list(g.value_info) + list(g.output):
             dims = vi.type.tensor_type.shape.dim
@@ -455,7 +485,14 @@ class _Mapper:
             axis = self.attrs(n).get("axis", 1) if np.asarray(scale).size > 1 else None
             if src in self.consts:  # an integer weight or bias initializer
                 q = self.consts[src]
-                zero = np.zeros_like(q) if zp is None else zp
+                n_scale = np.asarray(scale).size
+                zero = np.zeros(n_scale, q.dtype) if zp is None else zp
+                if np.asarray(zero).size != n_scale or (
+                    n_scale > 1 and (axis is None or not -q.ndim <= int(axis) < q.ndim or q.shape[int(axis)] != n_scale)
+                ):
+                    raise self.fail(
+                        f"{self.node_text(n)}: {n_scale} scales for {src!r} of shape {list(q.shape)} along axis {axis}"
+                    )
                 self.qconsts[n.output[0]] = _QConst(q, np.asarray(scale, np.float32), np.asarray(zero), axis)
                 continue
             q_node = by_output.get(src)
@@ -1180,7 +1217,10 @@ def import_onnx(path: str | Path) -> ImportedModel:
     from edgeconv.core.graph import analyze
     from edgeconv.core.weights import expected_shapes
 
-    analysis = analyze(model)
+    try:
+        analysis = analyze(model)
+    except InputError as err:  # a shape the IR cannot take (e.g. a kernel larger than its input)
+        raise InputError(f"{where}: {err}") from None
     expected = expected_shapes(analysis)
     for key, shape in expected.items():
         if mapper.weights[key].shape != shape:
