@@ -279,19 +279,6 @@ REFUSALS = {
         ),
         r"node 'mp' \(MaxPool\) has ceil_mode 1",
     ),
-    "count_include_pad": (
-        lambda: _model(
-            [
-                helper.make_node(
-                    "AveragePool", ["x"], ["y"], name="ap", kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1
-                )
-            ],
-            {},
-            [1, 4, 9, 9],
-            None,
-        ),
-        r"node 'ap' \(AveragePool\) counts padding in its average",
-    ),
     "clip_range": (
         lambda: _model(
             [
@@ -525,3 +512,54 @@ def test_mutated_files_import_or_refuse_in_one_line(tmp_path):
             import_onnx(path)
         except InputError as err:
             assert "\n" not in str(err) and str(err).startswith(f"model {path.name}"), str(err)
+
+
+def test_pads_no_conv_absorbs_become_pad_layers(tmp_path):
+    """A zero Pad read by a MaxPool (zeros are not a max pool's padding) and PyTorch's default
+    AveragePool(count_include_pad=1) with pads both become an IR pad layer + a valid pool; the
+    imported model equals ONNX Runtime on the file, and edgeconv's float exports equal it too."""
+    from edgeconv.export.onnx_float import build_float_onnx, serialize
+
+    pads = np.array([0, 0, 1, 0, 0, 0, 2, 1], np.int64)
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["p"], name="pad", mode="constant"),
+        helper.make_node("MaxPool", ["p"], ["m"], name="mp", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node(
+            "AveragePool", ["m"], ["y"], name="ap", kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1
+        ),
+    ]
+    path = _write(tmp_path, "pads", _model(nodes, {"pads": pads}, [1, 3, 9, 8], None))
+    imp = import_onnx(path)
+    assert [layer.op for layer in imp.model.layers] == ["pad", "max_pool", "pad", "avg_pool"]
+    assert [getattr(layer, "pads", None) for layer in imp.model.layers[::2]] == [(1, 0, 2, 1), (1, 1, 1, 1)]
+    x = np.random.default_rng(2).standard_normal((4, 3, 9, 8)).astype(np.float32) - 1.0  # negatives: -inf != 0
+    want = ort_run(path, x)
+    analysis = analyze(imp.model)
+    got = reference.run(analysis, imp.weights, x.transpose(0, 2, 3, 1))[imp.model.output].transpose(0, 3, 1, 2)
+    assert rel_err(got, want) <= GOAL
+    sess = ort.InferenceSession(serialize(build_float_onnx(analysis, imp.weights)), providers=["CPUExecutionProvider"])
+    exported = np.concatenate([sess.run(None, {"input": x[i : i + 1]})[0] for i in range(len(x))])
+    assert rel_err(exported, want) <= GOAL
+
+
+def test_pad_layer_deploys_on_every_runtime(tmp_path):
+    """An IR pad layer (asymmetric, before a valid average pool) in a recipe: plan.json round
+    trip, then 0 LSB on cpu, arm and mcu."""
+    pytest.importorskip("ai_edge_litert", reason="the arm target runs LiteRT")
+    pytest.importorskip("tflite_micro", reason="the mcu target runs TFLite Micro")
+    from edgeconv.cli import cli
+
+    recipe = tmp_path / "pad.toml"
+    recipe.write_text(
+        'name = "pad_pool"\ninput = [9, 8, 3]\n'
+        '[[layers]]\nname = "c1"\nop = "conv2d"\nfilters = 8\nkernel = 3\nactivation = "relu"\n'
+        '[[layers]]\nname = "pad1"\nop = "pad"\npads = [1, 0, 2, 1]\n'
+        '[[layers]]\nname = "p1"\nop = "avg_pool"\npool = 3\nstride = 2\n'
+        '[[layers]]\nname = "fc"\nop = "dense"\nunits = 5\n'
+    )
+    out = tmp_path / "b"
+    built = CliRunner().invoke(cli, ["build", "--recipe", str(recipe), "--out", str(out)])
+    assert built.exit_code == 0, built.output
+    parity = CliRunner().invoke(cli, ["parity", str(out), "--targets", "cpu,arm,mcu", "--json"])
+    assert parity.exit_code == 0, parity.output
+    assert [t["deployment"]["vs_golden"]["max_lsb"] for t in json.loads(parity.stdout)["targets"]] == [0, 0, 0]

@@ -17,6 +17,7 @@ from edgeconv.core.ir import (
     GlobalAvgPool,
     MaxPool,
     Model,
+    Pad,
     Softmax,
 )
 from edgeconv.core.optable import OpTable
@@ -109,6 +110,16 @@ def _concat_info(layer: Concat, in_shapes: list[Shape]) -> LayerInfo:
         raise ShapeError(f"{name}: concat on channels needs equal W and H, got {shown}")
     w, h = in_shapes[0][:2]
     return LayerInfo(name, layer.op, layer.inputs, in_shapes[0], (w, h, sum(s[2] for s in in_shapes)), 0, 0)
+
+
+@SHAPES.register(Pad)
+def _pad_info(layer: Pad, in_shapes: list[Shape]) -> LayerInfo:
+    sides = shapes.side_pads(layer.pads, layer.name)
+    if sides is None:
+        raise ShapeError(f"{layer.name}: pad needs (top, left, bottom, right), got {layer.pads!r}")
+    top, left, bottom, right = sides
+    w, h, c = in_shapes[0]
+    return LayerInfo(layer.name, layer.op, layer.inputs, in_shapes[0], (w + left + right, h + top + bottom, c), 0, 0, sides)
 
 
 @SHAPES.register(Conv2d)

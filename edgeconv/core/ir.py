@@ -122,9 +122,21 @@ class Concat:
     op = "concat"
 
 
-Layer = Conv2d | DepthwiseConv2d | MaxPool | AvgPool | GlobalAvgPool | Dense | Add | Softmax | Concat
+@dataclass(frozen=True)
+class Pad:
+    """Zero padding of H and W, (top, left, bottom, right): an imported file's Pad that no conv
+    absorbs (before a pool that counts padding, say). Quantized, real 0 is the zero point, and
+    the output keeps the input's scale and zero point."""
+
+    name: str
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    inputs: tuple[str, ...] = ()
+    op = "pad"
+
+
+Layer = Conv2d | DepthwiseConv2d | MaxPool | AvgPool | GlobalAvgPool | Dense | Add | Softmax | Concat | Pad
 LAYER_TYPES: dict[str, type] = {
-    cls.op: cls for cls in (Conv2d, DepthwiseConv2d, MaxPool, AvgPool, GlobalAvgPool, Dense, Add, Softmax, Concat)
+    cls.op: cls for cls in (Conv2d, DepthwiseConv2d, MaxPool, AvgPool, GlobalAvgPool, Dense, Add, Softmax, Concat, Pad)
 }
 WEIGHTED_OPS = ("conv2d", "depthwise_conv2d", "dense")
 

@@ -22,6 +22,7 @@ from edgeconv.core.ir import (
     DepthwiseConv2d,
     GlobalAvgPool,
     MaxPool,
+    Pad,
     Softmax,
 )
 from edgeconv.core.optable import OpTable
@@ -150,6 +151,11 @@ def _run_add(layer: Add, info: LayerInfo, args: list[np.ndarray], weights: Weigh
 @REFERENCE.register(Concat)
 def _run_concat(layer: Concat, info: LayerInfo, args: list[np.ndarray], weights: Weights) -> np.ndarray:
     return concat(args)
+
+
+@REFERENCE.register(Pad)
+def _run_pad(layer: Pad, info: LayerInfo, args: list[np.ndarray], weights: Weights) -> np.ndarray:
+    return pad(args[0], info.pads)
 
 
 @REFERENCE.register(Softmax)

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeconv.core.errors import InputError
 from edgeconv.core.graph import Analysis, LayerInfo
-from edgeconv.core.ir import Add, AvgPool, Concat, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
+from edgeconv.core.ir import Add, AvgPool, Concat, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Pad, Softmax
 from edgeconv.core.optable import OpTable
 from edgeconv.core.tensors import check_array_file
 
@@ -54,7 +54,7 @@ def _dense_shapes(layer: Dense, info: LayerInfo) -> dict[str, tuple[int, ...]]:
     return {f"{layer.name}.weight": (layer.units, w1 * h1 * d1), f"{layer.name}.bias": (layer.units,)}
 
 
-@WEIGHT_SHAPES.register(MaxPool, AvgPool, GlobalAvgPool, Add, Softmax, Concat)
+@WEIGHT_SHAPES.register(MaxPool, AvgPool, GlobalAvgPool, Add, Softmax, Concat, Pad)
 def _no_weights(layer, info: LayerInfo) -> dict[str, tuple[int, ...]]:
     return {}
 

@@ -27,6 +27,7 @@ from edgeconv.core.ir import (
     DepthwiseConv2d,
     GlobalAvgPool,
     MaxPool,
+    Pad,
     Softmax,
 )
 from edgeconv.core.optable import OpTable
@@ -163,6 +164,13 @@ def _dense(g: OnnxBuilder, layer, info: LayerInfo, analysis: Analysis, src: list
 @ONNX_NODES.register(Add)
 def _add(g: OnnxBuilder, layer, info: LayerInfo, analysis: Analysis, src: list[str], pre: str) -> None:
     g.node("Add", src, pre, layer.name)
+
+
+@ONNX_NODES.register(Pad)
+def _pad(g: OnnxBuilder, layer, info: LayerInfo, analysis: Analysis, src: list[str], pre: str) -> None:
+    top, left, bottom, right = info.pads  # ONNX: [N, C, H, W begins, N, C, H, W ends]
+    pads = g.const(f"{layer.name}.pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64))
+    g.node("Pad", [src[0], pads], pre, layer.name, mode="constant")
 
 
 @ONNX_NODES.register(Concat)

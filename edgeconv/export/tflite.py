@@ -50,6 +50,7 @@ from edgeconv.core.ir import (
     DepthwiseConv2d,
     GlobalAvgPool,
     MaxPool,
+    Pad,
     Softmax,
 )
 from edgeconv.core.optable import OpTable
@@ -277,6 +278,14 @@ def _dense(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> Non
 def _add(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> None:
     out = g.activation(layer.name, out_shape)
     g.op("ADD", layer.inputs, (out,), fused_activation=_ACT[layer.activation])
+
+
+@TFLITE_OPS.register(Pad)
+def _pad(g: _Graph, layer, info: LayerInfo, out_shape: tuple[int, ...]) -> None:
+    top, left, bottom, right = info.pads
+    paddings = g.const_int32(f"{layer.name}.paddings", [[0, 0], [top, bottom], [left, right], [0, 0]])
+    out = g.activation(layer.name, out_shape)
+    g.op("PAD", (layer.inputs[0], paddings), (out,))
 
 
 @TFLITE_OPS.register(Concat)

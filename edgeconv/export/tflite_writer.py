@@ -8,10 +8,9 @@ hash order or memory addresses.
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import flatbuffers
 import numpy as np

@@ -732,12 +732,12 @@ class _Mapper:
         stride = [int(v) for v in a.get("strides", [1, 1])]
         w_in, h_in, _ = self.spatial_of(node.input[0], node)
         pads = self.window_pads(node, src, (kh, kw), stride, (h_in, w_in))
-        if cls is AvgPool and int(a.get("count_include_pad", 0)) and any(pads):
-            raise self.fail(
-                f"{self.node_text(node)} counts padding in its average (count_include_pad=1) with pads {list(pads)}; "
-                f"only averages over the pixels inside the image are supported"
-            )
         name = self.new_name(_hint(node), cls.op)
+        if cls is AvgPool and int(a.get("count_include_pad", 0)) and any(pads):
+            # PyTorch's default: padded zeros count in the average = a zero pad, then a valid pool
+            self.emit_pad(src, pads, f"{name}.pad", f"{node.output[0]}#pad", node.input[0])
+            src, pads = self.values[f"{node.output[0]}#pad"], (0, 0, 0, 0)
+            self.notes[-1] += " (AveragePool count_include_pad=1)"
         layer = cls(name, (kw, kh), (stride[1], stride[0]), pads, (src.layer,))
         self.emit(layer, node.output[0])
         self.out_quant(layer, node.output[0])
@@ -1045,17 +1045,29 @@ class _Mapper:
             and self.act_q[node.output[0]] != self.act_q.get(self.resolve(node.input[0]))
         ):
             raise self.fail(
-                f"{self.node_text(node)}: its output is quantized unlike its input; it cannot be folded into the Conv"
+                f"{self.node_text(node)}: its output is quantized unlike its input; a zero pad keeps the input's grid"
             )
-        if not readers or any(r.op_type not in ("Conv",) for r in readers):
-            raise self.fail(f"{self.node_text(node)}: a Pad is supported only when Conv nodes read it")
         # ONNX pads: [N_begin, C_begin, H_begin, W_begin, N_end, C_end, H_end, W_end]
         sides = (int(pads[2]), int(pads[3]), int(pads[6]), int(pads[7]))
+        if not readers or any(r.op_type not in ("Conv",) for r in readers):
+            # read by a pool (zero padding is not a pool's padding) or the output: a pad layer
+            self.emit_pad(src, sides, _hint(node), node.output[0], node.input[0])
+            return
         self.values[node.output[0]] = replace(src, pads=sides)
         self.carry_quant(node.input[0], node.output[0])
         self.notes.append(
             f"Pad {list(sides)} (top, left, bottom, right) folded into the padding of the Conv reading it"
         )
+
+    def emit_pad(self, src: _Val, sides: tuple[int, int, int, int], hint: str, out: str, in_tensor: str) -> None:
+        from edgeconv.core.ir import Pad
+
+        layer = Pad(self.new_name(hint, "pad"), sides, (src.layer,))
+        self.emit(layer, out)
+        tq = self.act_q.get(self.resolve(in_tensor))
+        if self.qdq and tq is not None:
+            self.act_q_layers[layer.name] = tq
+        self.notes.append(f"zero Pad {list(sides)} (top, left, bottom, right) kept as a pad layer {layer.name}")
 
     def op_concat(self, node) -> None:
         if "concat" not in LAYER_TYPES:

@@ -43,6 +43,7 @@ from edgeconv.core.ir import (
     DepthwiseConv2d,
     GlobalAvgPool,
     MaxPool,
+    Pad,
     Softmax,
 )
 from edgeconv.core.optable import OpTable
@@ -156,6 +157,11 @@ def _dense_ops(g: _OpList, layer, info: LayerInfo) -> None:
 @ARENA_OPS.register(Add)
 def _add_ops(g: _OpList, layer, info: LayerInfo) -> None:
     g.add("ADD", tuple(layer.inputs), layer.name, info.out_elements)
+
+
+@ARENA_OPS.register(Pad)
+def _pad_ops(g: _OpList, layer, info: LayerInfo) -> None:
+    g.add("PAD", tuple(layer.inputs), layer.name, info.out_elements, consts=1)
 
 
 @ARENA_OPS.register(Concat)

@@ -21,6 +21,7 @@ from edgeconv.core.ir import (
     DepthwiseConv2d,
     GlobalAvgPool,
     MaxPool,
+    Pad,
     Softmax,
 )
 from edgeconv.core.optable import OpTable
@@ -69,7 +70,7 @@ def _dense_records(info: LayerInfo) -> FileRecords:
     return FileRecords(weighted=1, bias_channels=info.out_shape[2], reshapes=int(info.in_shape[:2] != (1, 1)))
 
 
-@FILE_RECORDS.register(MaxPool, AvgPool, GlobalAvgPool, Add, Softmax, Concat)
+@FILE_RECORDS.register(MaxPool, AvgPool, GlobalAvgPool, Add, Softmax, Concat, Pad)
 def _plain_records(info: LayerInfo) -> FileRecords:
     return FileRecords()
 

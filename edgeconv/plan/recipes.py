@@ -27,6 +27,7 @@ _FIELDS = {
     "add": {"activation"},
     "softmax": set(),
     "concat": set(),  # on channels, inputs in order
+    "pad": {"pads"},  # zero padding [top, left, bottom, right]
 }
 _REQUIRED = {
     "conv2d": {"filters", "kernel"},
@@ -34,6 +35,7 @@ _REQUIRED = {
     "max_pool": {"pool"},
     "avg_pool": {"pool"},
     "dense": {"units"},
+    "pad": {"pads"},
 }
 
 
@@ -157,6 +159,15 @@ def _layer(where: str, table: dict[str, Any]):
         return LAYER_TYPES[op](name=name, units=f.positive_int("units"), activation=f.activation(), inputs=inputs)
     if op == "add":
         return LAYER_TYPES[op](name=name, activation=f.activation(), inputs=inputs)
+    if op == "pad":
+        value = table["pads"]
+        if not (
+            isinstance(value, list)
+            and len(value) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+        ):
+            raise f.fail("pads", "[top, left, bottom, right], integers >= 0")
+        return LAYER_TYPES[op](name=name, pads=(value[0], value[1], value[2], value[3]), inputs=inputs)
     return LAYER_TYPES[op](name=name, inputs=inputs)
 
 

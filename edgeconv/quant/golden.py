@@ -41,6 +41,7 @@ from edgeconv.core.ir import (
     DepthwiseConv2d,
     GlobalAvgPool,
     MaxPool,
+    Pad,
     Softmax,
 )
 from edgeconv.core.optable import OpTable
@@ -62,6 +63,7 @@ TFLITE_OP = {
     "add": "ADD",
     "softmax": "SOFTMAX",
     "concat": "CONCATENATION",
+    "pad": "PAD",
 }
 
 # Whole-model deviations that remain after choosing the matching kernel variant per op:
@@ -388,6 +390,13 @@ def _add(layer, info, args, qparams: QuantParams, runtime: str, family: str, ker
         hi,
         family=family,
     )
+
+
+@GOLDEN.register(Pad)
+def _pad(layer, info, args, qparams: QuantParams, runtime: str, family: str, kernel: str) -> np.ndarray:
+    in_q, _ = _quants(layer, qparams)
+    top, left, bottom, right = info.pads
+    return int8_ops.pad(args[0], ((0, 0), (top, bottom), (left, right), (0, 0)), _zp(in_q[0]))
 
 
 @GOLDEN.register(Concat)

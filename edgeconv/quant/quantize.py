@@ -55,6 +55,7 @@ from edgeconv.core.ir import (
     DepthwiseConv2d,
     GlobalAvgPool,
     MaxPool,
+    Pad,
     Softmax,
 )
 from edgeconv.core.optable import OpTable
@@ -201,9 +202,10 @@ def _concat_quant(layer, acts: dict[str, TensorQuant], range_of) -> TensorQuant:
     return acts[layer.inputs[0]]
 
 
-@OUTPUT_QUANT.register(MaxPool, AvgPool)
+@OUTPUT_QUANT.register(MaxPool, AvgPool, Pad)
 def _same_as_input(layer, acts: dict[str, TensorQuant], range_of) -> TensorQuant:
-    # max and average pooling keep the input's scale and zero point (TFLite requires it)
+    # max and average pooling keep the input's scale and zero point (TFLite requires it); so does
+    # a zero pad (real 0 = the zero point, and TFLite's int8 PAD requires equal parameters)
     return acts[layer.inputs[0]]
 
 

@@ -7,7 +7,7 @@ CI logs, any width) and as a Markdown table (report.md), without a styling libra
 from __future__ import annotations
 
 from edgeconv.core.graph import Analysis, LayerInfo
-from edgeconv.core.ir import Add, AvgPool, Concat, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Softmax
+from edgeconv.core.ir import Add, AvgPool, Concat, Conv2d, Dense, DepthwiseConv2d, GlobalAvgPool, MaxPool, Pad, Softmax
 from edgeconv.core.optable import OpTable
 
 HEADERS = ("layer", "op", "input", "output", "window", "params", "MACs", "out bytes")
@@ -42,6 +42,11 @@ def _conv_window(layer: Conv2d | DepthwiseConv2d) -> str:
 @WINDOW_TEXT.register(MaxPool, AvgPool)
 def _pool_window(layer: MaxPool | AvgPool) -> str:
     return _window_text(layer.pool, layer.stride, layer.padding)
+
+
+@WINDOW_TEXT.register(Pad)
+def _pad_window(layer: Pad) -> str:
+    return "P=" + ",".join(map(str, layer.pads)) + " (t,l,b,r)"
 
 
 @WINDOW_TEXT.register(GlobalAvgPool, Dense, Add, Softmax, Concat)

@@ -40,6 +40,7 @@ from edgeconv.core.ir import (
     GlobalAvgPool,
     MaxPool,
     Model,
+    Pad,
     Softmax,
 )
 from edgeconv.core.optable import OpTable
@@ -201,6 +202,17 @@ class ConcatBlock(LayerModule):
         return torch.cat(xs, dim=1)
 
 
+class PadBlock(LayerModule):
+    """Zero padding of H and W (the module runs NCHW)."""
+
+    def __init__(self, layer: Pad, info: LayerInfo) -> None:
+        super().__init__(layer, info)
+        self.pads = _torch_pads(info.pads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, self.pads)
+
+
 TORCH_MODULES: OpTable = OpTable("torch module")
 
 
@@ -237,6 +249,11 @@ def _add(layer: Add, info: LayerInfo, weights: Weights, batchnorm: bool) -> Laye
 @TORCH_MODULES.register(Concat)
 def _concat(layer: Concat, info: LayerInfo, weights: Weights, batchnorm: bool) -> LayerModule:
     return ConcatBlock(layer, info)
+
+
+@TORCH_MODULES.register(Pad)
+def _pad(layer: Pad, info: LayerInfo, weights: Weights, batchnorm: bool) -> LayerModule:
+    return PadBlock(layer, info)
 
 
 @TORCH_MODULES.register(Softmax)
