@@ -57,7 +57,15 @@ def measure(name: str, entry: dict, targets: str, work: Path) -> dict:
         "fixture": name,
         "source": entry["source"],
         "file ops": ", ".join(o for o in entry["ops"] if o not in ("Constant",)),
-        "IR ops": ", ".join(layer.op + (f"+{layer.activation.value}" if getattr(layer, "activation", None) and layer.activation.value != "none" else "") for layer in imp.model.layers),
+        "IR ops": ", ".join(
+            layer.op
+            + (
+                f"+{layer.activation.value}"
+                if getattr(layer, "activation", None) and layer.activation.value != "none"
+                else ""
+            )
+            for layer in imp.model.layers
+        ),
         "import s": seconds,
     }
     with np.load(DATA / f"{name}.npz") as data:
@@ -71,18 +79,22 @@ def measure(name: str, entry: dict, targets: str, work: Path) -> dict:
         row["rel err vs ORT"] = _rel(got, _ort(path, x))
     out = work / name
     imported = subprocess.run(
-        [sys.executable, "-m", "edgeconv", "import", str(path), "--out", str(out), "--json"], capture_output=True, text=True
+        [sys.executable, "-m", "edgeconv", "import", str(path), "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
     )
     if imported.returncode != 0:
-        row["parity"] = "import exit %d: %s" % (imported.returncode, imported.stderr.strip().splitlines()[-1])
+        row["parity"] = f"import exit {imported.returncode}: {imported.stderr.strip().splitlines()[-1]}"
         return row
     parity = subprocess.run(
-        [sys.executable, "-m", "edgeconv", "parity", str(out), "--targets", targets, "--json"], capture_output=True, text=True
+        [sys.executable, "-m", "edgeconv", "parity", str(out), "--targets", targets, "--json"],
+        capture_output=True,
+        text=True,
     )
     try:
         doc = json.loads(parity.stdout)
     except json.JSONDecodeError:
-        row["parity"] = "parity exit %d: %s" % (parity.returncode, (parity.stderr.strip().splitlines() or ["?"])[-1])
+        row["parity"] = f"parity exit {parity.returncode}: {(parity.stderr.strip().splitlines() or ['?'])[-1]}"
         return row
     cells = []
     for t in doc["targets"]:
