@@ -33,19 +33,16 @@ without a key the report says the numbers were taken on trust.
 The comparison is parity's: the outputs against the expected golden of the kernels the runner
 actually used (the bundle carries one per kernel family; same family, so the profile's policy,
 exact for arm/cpu/mcu), and against float_reference.npy for SQNR and top-1 agreement.
+
+The device kinds live in one module each (local.py, ssh.py, qemu_aarch64.py, cortex_m.py,
+labgrid.py); this module parses --device, runs the bundle on the chosen one and judges.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import re
-import shlex
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -54,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeconv.core.errors import DeviceUnavailable, InputError, MissingRuntime, UsageError
+from edgeconv.core.errors import InputError, UsageError
 from edgeconv.device.bundle import (
     FLOAT_REFERENCE,
     GOLDENS,
@@ -66,26 +63,21 @@ from edgeconv.device.bundle import (
     open_bundle,
     verify_signature,
 )
+from edgeconv.device.local import run_local
+from edgeconv.device.process import RunPlan
+from edgeconv.device.qemu_aarch64 import QEMU_NOTE, find_qemu, run_qemu
+from edgeconv.device.ssh import DEFAULT_CONNECT_TIMEOUT, SshDevice, SshOptions
 from edgeconv.parity import metrics
 from edgeconv.parity.policy import Check, allowed_lsb, lsb_check, softmax_head_checks, sqnr_check, top1_check
 from edgeconv.parity.report import fmt_number, json_number
 from edgeconv.quant.params import TensorQuant
 
 DEFAULT_TIMEOUT = 600.0
-DEFAULT_CONNECT_TIMEOUT = 10
 MAX_TIMEOUT = 7 * 24 * 3600.0
 MAX_CONNECT_TIMEOUT = 3600
-REMOTE_RUNNER = "edgeconv-runner.py"  # beside the bundle folder on the device, never inside it
 MAX_RESULT_BYTES = 64 * 2**20
-QEMU_NOTE = (
-    "qemu-aarch64: ran LiteRT's reference kernels (BUILTIN_REF, tflite rounding family) on an aarch64 "
-    "build of the runtime under qemu-aarch64-static -cpu cortex-a72, compared with the litert_ref golden; "
-    "the optimized kernels are not trusted under Debian 12's qemu-user (XNNPACK gave wrong numbers with "
-    "qemu's default -cpu max)"
-)
 _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\])$")
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
-_REMOTE_DIR = re.compile(r"^/[A-Za-z0-9._/-]+$")
 
 
 @dataclass(frozen=True)
@@ -280,251 +272,6 @@ class ValidationReport:
 
 
 # -- running on a device ----------------------------------------------------------------------------
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def _run(argv: list[str], timeout: float, what: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:  # a hung device: infrastructure (exit 75), not a verdict
-        raise DeviceUnavailable(f"{what}: did not finish within {timeout:g} s (raise --timeout)") from None
-    except FileNotFoundError:
-        raise MissingRuntime(f"{what}: {argv[0]} not found") from None
-
-
-def _runner_failed(device: Device, proc: subprocess.CompletedProcess) -> InputError:
-    # the runner's own error line ("runner: error: ...") rather than a runtime's INFO chatter
-    lines = [line.strip() for line in (proc.stderr or "").splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("runner: error:")]
-    why = (errors[-1] if errors else None) or _last_line(proc.stderr) or _last_line(proc.stdout) or "no output"
-    if proc.returncode < 0:
-        why = f"killed by signal {-proc.returncode}" + (f" ({why})" if why != "no output" else "")
-    return InputError(f"device {device}: the runner failed (exit {proc.returncode}): {why[:300]}")
-
-
-def own_runner() -> Path:
-    """The runner.py shipped with the installed edgeconv: the only runner validate executes."""
-    from edgeconv.device import runner
-
-    return Path(runner.__file__).resolve()
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """What validate tells the runner, from the installed target profile (never the bundle)."""
-
-    kernels: str
-    options: dict
-
-    def argv(self) -> list[str]:
-        return ["--kernels", self.kernels, "--options", json.dumps(self.options, sort_keys=True)]
-
-
-def run_local(bundle: Bundle, out: Path, plan: RunPlan | str, timeout: float, python: str | None = None) -> Path:
-    if isinstance(plan, str):
-        plan = RunPlan(plan, dict(bundle.manifest["runtime"].get("options") or {}))
-    python = python or os.environ.get("EDGECONV_DEVICE_PYTHON") or sys.executable
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
-    argv = [python, "-I", str(own_runner()), str(bundle.folder), *plan.argv(), "--out", str(out)]
-    proc = _run(argv, timeout, "device local: the runner", env)
-    if proc.returncode != 0:
-        raise _runner_failed(Device("local"), proc)
-    return out
-
-
-def find_qemu() -> tuple[str, Path, Path]:
-    """(qemu binary, userland root, its python) or MissingRuntime saying how to get them."""
-    qemu = os.environ.get("EDGECONV_QEMU") or shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
-    if not qemu:
-        raise MissingRuntime(
-            "device qemu-aarch64: qemu-aarch64-static not found; install it with: apt-get install qemu-user-static"
-        )
-    root = Path(os.environ.get("EDGECONV_AARCH64_ROOT") or Path.home() / ".cache" / "edgeconv" / "aarch64")
-    pythons = sorted((root / "usr" / "bin").glob("python3.[0-9]*"))
-    pythons = [p for p in pythons if re.fullmatch(r"python3\.\d+", p.name)]
-    if not pythons:
-        raise MissingRuntime(
-            f"device qemu-aarch64: no aarch64 userland in {root}; build it with: "
-            "scripts/build_aarch64_userland.sh (or set EDGECONV_AARCH64_ROOT)"
-        )
-    return qemu, root, pythons[-1]
-
-
-def run_qemu(bundle: Bundle, out: Path, timeout: float, plan: RunPlan | None = None) -> Path:
-    if bundle.manifest["runtime"]["kind"] != "litert":
-        raise UsageError(
-            f"--device qemu-aarch64 runs LiteRT bundles only (its userland has ai-edge-litert and "
-            f"numpy); this bundle is for target {bundle.manifest['target']['name']} "
-            f"({bundle.manifest['runtime']['kind']}); bundle --target arm, or use --device local/ssh://"
-        )
-    qemu, root, python = find_qemu()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/")}
-    # -cpu cortex-a72 matches the aarch64 /proc/cpuinfo the userland script writes into root
-    # (LiteRT's cpuinfo reads it; the host's x86 one makes it crash, see the script)
-    argv = [
-        qemu,
-        "-cpu",
-        "cortex-a72",
-        "-L",
-        str(root),
-        str(python),
-        "-I",
-        str(own_runner()),
-        str(bundle.folder),
-        *RunPlan("reference", plan.options if plan else {}).argv(),
-        "--out",
-        str(out),
-    ]
-    proc = _run(argv, timeout, "device qemu-aarch64: the runner", env)
-    if proc.returncode != 0:
-        raise _runner_failed(Device("qemu-aarch64"), proc)
-    return out
-
-
-@dataclass(frozen=True)
-class SshOptions:
-    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
-    identity: str | None = None
-    known_hosts: str | None = None
-    python: str = "python3"
-
-    @classmethod
-    def from_env(
-        cls,
-        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
-        identity: str | None = None,
-        known_hosts: str | None = None,
-        python: str | None = None,
-    ) -> SshOptions:
-        return cls(
-            connect_timeout,
-            identity or os.environ.get("EDGECONV_SSH_IDENTITY") or None,
-            known_hosts or os.environ.get("EDGECONV_SSH_KNOWN_HOSTS") or None,
-            python or os.environ.get("EDGECONV_DEVICE_PYTHON") or "python3",
-        )
-
-    def common(self) -> list[str]:
-        args = [
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            f"ConnectTimeout={int(self.connect_timeout)}",
-            "-o",
-            "StrictHostKeyChecking=accept-new",
-            "-o",
-            "ServerAliveInterval=15",
-            "-o",
-            "ServerAliveCountMax=3",
-            "-o",
-            "LogLevel=ERROR",
-        ]
-        if self.identity:
-            args += ["-o", "IdentitiesOnly=yes", "-i", self.identity]
-        if self.known_hosts:
-            args += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
-        return args
-
-
-class SshDevice:
-    """ssh/scp as argument lists; the one string that reaches the remote shell is built with shlex."""
-
-    def __init__(self, device: Device, options: SshOptions):
-        self.device, self.options = device, options
-
-    def ssh_argv(self, *remote: str) -> list[str]:
-        port = ["-p", str(self.device.port)] if self.device.port else []
-        return ["ssh", *self.options.common(), *port, "--", self.device.destination, shlex.join(remote)]
-
-    def scp_argv(self, sources: list[str], dest: str) -> list[str]:
-        port = ["-P", str(self.device.port)] if self.device.port else []
-        return ["scp", "-q", *self.options.common(), *port, "--", *sources, dest]
-
-    def remote(self, path: str) -> str:
-        """scp's user@host:path (an IPv6 address keeps its brackets)."""
-        return f"{self.device.user + '@' if self.device.user else ''}{self.device.host}:{path}"
-
-    def _check(self, proc: subprocess.CompletedProcess, what: str) -> None:
-        if proc.returncode == 255:  # ssh's own failure: cannot connect, authenticate, ...
-            raise DeviceUnavailable(
-                f"device {self.device}: {what}: ssh failed: {_last_line(proc.stderr) or 'exit 255'}"
-            )
-        if proc.returncode != 0:
-            raise (DeviceUnavailable if "(scp)" in what else InputError)(
-                f"device {self.device}: {what} failed (exit {proc.returncode}): "
-                f"{_last_line(proc.stderr) or _last_line(proc.stdout) or 'no output'}"
-            )
-
-    def run(self, bundle: Bundle, out: Path, plan: RunPlan | str, timeout: float) -> Path:
-        if isinstance(plan, str):
-            plan = RunPlan(plan, dict(bundle.manifest["runtime"].get("options") or {}))
-        short = self.options.connect_timeout + 30
-        proc = _run(
-            self.ssh_argv("mktemp", "-d", "/tmp/edgeconv-bundle.XXXXXXXX"), short, f"device {self.device}: connecting"
-        )
-        self._check(proc, "creating a work folder (mktemp -d)")
-        workdir = _last_line(proc.stdout)
-        if not _REMOTE_DIR.match(workdir):
-            raise InputError(f"device {self.device}: mktemp -d printed {workdir!r}, expected a folder path")
-        try:
-            remote_bundle = f"{workdir}/bundle"
-            proc = _run(self.ssh_argv("mkdir", "--", remote_bundle), short, f"device {self.device}: mkdir")
-            self._check(proc, "creating the bundle folder (mkdir)")
-            files = [str(bundle.folder / name) for name in sorted([*bundle.manifest["files"], "manifest.json"])]
-            proc = _run(
-                self.scp_argv(files, self.remote(remote_bundle + "/")),
-                timeout,
-                f"device {self.device}: copying the bundle",
-            )
-            self._check(proc, "copying the bundle (scp)")
-            # edgeconv's own runner, beside (not inside) the bundle folder
-            proc = _run(
-                self.scp_argv([str(own_runner())], self.remote(f"{workdir}/{REMOTE_RUNNER}")),
-                timeout,
-                f"device {self.device}: copying the runner",
-            )
-            self._check(proc, "copying the runner (scp)")
-            remote_out = f"{workdir}/result"
-            proc = _run(
-                self.ssh_argv(
-                    self.options.python,
-                    f"{workdir}/{REMOTE_RUNNER}",
-                    remote_bundle,
-                    *plan.argv(),
-                    "--out",
-                    remote_out,
-                ),
-                timeout,
-                f"device {self.device}: the runner",
-            )
-            if proc.returncode == 255:
-                self._check(proc, "running the runner")
-            if proc.returncode != 0:
-                raise _runner_failed(self.device, proc)
-            out.mkdir(parents=True, exist_ok=True)
-            fetch = [
-                "result.json",
-                "outputs.npy",
-                *[spec["file"] for spec in bundle.manifest.get("extra_outputs") or []],
-            ]
-            proc = _run(
-                self.scp_argv([self.remote(f"{remote_out}/{name}") for name in fetch], str(out) + "/"),
-                timeout,
-                f"device {self.device}: fetching the result",
-            )
-            self._check(proc, "fetching the result (scp)")
-        finally:
-            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-                subprocess.run(
-                    self.ssh_argv("rm", "-rf", "--", workdir),
-                    capture_output=True,
-                    timeout=short,
-                    stdin=subprocess.DEVNULL,
-                )
-        return out
 
 
 # -- judging ----------------------------------------------------------------------------------------
@@ -813,3 +560,14 @@ def validate(
         if recomputed:
             note = f"{note}; {recomputed}" if note else recomputed
         return judge(bundle, result, outputs, device, note, time.perf_counter() - start, extra, profile, signature)
+
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "Device",
+    "SshOptions",
+    "ValidationReport",
+    "find_qemu",
+    "parse_device",
+    "validate",
+]
