@@ -17,7 +17,8 @@ class _Cli(click.Group):
     """Maps every error to a one-line message and an exit code (0 ok, 1 check failed, 2 bad
     usage, bad input or missing runtime), never a traceback."""
 
-    def main(self, args=None, prog_name=None, **extra):
+    # click types main() per standalone_mode with overloads; this override always exits itself
+    def main(self, args=None, prog_name=None, **extra):  # type: ignore[override]
         args = list(sys.argv[1:] if args is None else args)
         if not args:
             args = ["--help"]

@@ -221,7 +221,7 @@ def bench(folder, target_list, repeat, warmup, as_json):
     for t in targets_:
         # a bar per target on a terminal, one line per target on a pipe
         with progress_step(f"bench {t.name}", total=2 * repeat, unit="run", enabled=not as_json) as update:
-            rows.append(bench_target(build, t, warmup, repeat, update))
+            rows.append(bench_target(build, t, warmup, repeat, lambda: update(1)))
     if as_json:
         emit_json({"model": build.name, "repeat": repeat, "warmup": warmup, "targets": [r.to_json() for r in rows]})
         return

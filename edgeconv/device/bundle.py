@@ -173,12 +173,12 @@ def bundle_files(build, target, x: np.ndarray, input_source: str) -> dict[str, b
     for variant in GOLDENS[target.backend]:
         golden_all = run_int8(build.analysis, build.qparams, x_q_int8, variant, keep_all=split_head)
         files[expected_name(variant)] = npy_bytes(golden_all[out_name])
-        if split_head:
+        if logits is not None:
             files[expected_name(variant, logits)] = npy_bytes(golden_all[logits])
     tol = target.tolerance
     n_requant = requantizing_layers(build.analysis)
     head = None
-    if split_head:
+    if logits is not None:
         logits_tq = build.qparams.activations[logits]
         n_logits = requantizing_layers(build.analysis, logits)
         head = {

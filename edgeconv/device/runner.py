@@ -302,7 +302,8 @@ def run(folder: str, requested: str, out_dir: str, options_override: dict | None
             invoke, load_s, info = run_tflite_micro(np, model_path, x, options, n_outputs)
         else:
             raise RunnerError(f"bundle: runtime {kind!r} unknown to this runner")
-        outputs, times = [[] for _ in range(n_outputs)], []
+        outputs: list[list] = [[] for _ in range(n_outputs)]
+        times: list[float] = []
         for i in range(x.shape[0]):
             sample = np.ascontiguousarray(x[i : i + 1])
             start = time.perf_counter()

@@ -265,10 +265,10 @@ class ValidationReport:
             if not c.passed:
                 failure = ET.SubElement(case, "failure", message=c.message, type="ValidationCheckFailed")
                 failure.text = c.message
-        tree = ET.ElementTree(ET.Element("testsuites"))
-        tree.getroot().append(suite)
-        ET.indent(tree)
-        return ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True) + b"\n"
+        root = ET.Element("testsuites")
+        root.append(suite)
+        ET.indent(root)
+        return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 
 
 # -- running on a device ----------------------------------------------------------------------------
@@ -419,14 +419,14 @@ def judge(
             m["output"]["name"],
             allowed_lsb(ptol.lsb_policy, ptol.max_lsb_vs_golden, int(head["requantizing_layers"])),
             int(ptol.head_lsb),
-            lstats["max_lsb"],
+            int(lstats["max_lsb"]),
         )
     else:
-        checks = [lsb_check(target, lstats["max_lsb"], allowed, f"{golden} golden reference")]
-    checks.append(sqnr_check(target, fstats["sqnr_db"], float(ptol.min_sqnr_db)))
+        checks = [lsb_check(target, int(lstats["max_lsb"]), allowed, f"{golden} golden reference")]
+    checks.append(sqnr_check(target, float(fstats["sqnr_db"] or 0.0), float(ptol.min_sqnr_db)))
     if classifier:
-        checks.append(top1_check(target, fstats["top1_agreement"], float(ptol.min_top1_agreement)))
-    runtime = result.get("runtime") if isinstance(result.get("runtime"), dict) else {}
+        checks.append(top1_check(target, float(fstats["top1_agreement"] or 0.0), float(ptol.min_top1_agreement)))
+    runtime: dict = result["runtime"] if isinstance(result.get("runtime"), dict) else {}
     versions = {
         "bundle": m.get("versions", {}),
         "device": {
@@ -492,7 +492,7 @@ def check_against_build(bundle: Bundle, build_dir: str | Path) -> str:
         outs = run_int8(build.analysis, build.qparams, x_int8, variant, keep_all=bool(head))
         checks = [(name, outs[build.analysis.model.output])]
         if head:
-            checks.append((expected_name(variant, head["logits"]), outs.get(head["logits"])))
+            checks.append((expected_name(variant, head["logits"]), outs[head["logits"]]))
         for file, mine in checks:
             theirs = bundle.array(file)
             if mine is None or theirs.shape != mine.shape or not np.array_equal(theirs, mine):
