@@ -139,8 +139,8 @@ def load_image_folder(path: Path, analysis: Analysis, what: str = "data") -> Lab
         for file in files:
             try:
                 with Image.open(file) as img:
-                    img = img.convert(mode).resize((m.width, m.height), Image.Resampling.BILINEAR)
-                    arr = np.asarray(img, dtype=np.float32) / 255.0
+                    resized = img.convert(mode).resize((m.width, m.height), Image.Resampling.BILINEAR)
+                    arr = np.asarray(resized, dtype=np.float32) / 255.0
             except (OSError, UnidentifiedImageError, ValueError) as err:
                 raise InputError(f"{what} {file}: not an image Pillow can read ({err})") from None
             xs.append(arr.reshape(m.height, m.width, m.channels))

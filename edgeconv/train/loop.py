@@ -84,13 +84,14 @@ def augment_batch(x: np.ndarray, kinds: tuple[str, ...], rng: np.random.Generato
         dx = rng.integers(0, 2 * pw + 1, size=n)
         out = np.stack([padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
     if "flip" in kinds:
-        flip = rng.random(n) < 0.5
+        flip = np.asarray(rng.random(n) < 0.5, dtype=bool)
         out = np.where(flip[:, None, None, None], out[:, :, ::-1], out)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def _param_groups(module: IRModule, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in module.named_parameters():
         (decay if name.endswith("weight") and ".bn." not in name else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

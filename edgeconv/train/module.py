@@ -22,6 +22,8 @@ handler is an `UnsupportedOp` error naming the layer and the ops that are handle
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -58,6 +60,12 @@ def _activate(x: torch.Tensor, kind: Activation) -> torch.Tensor:
     return x
 
 
+def _buffer(t: torch.Tensor | None) -> torch.Tensor:
+    """An optional tensor torch types as `Tensor | None` that this module always creates."""
+    assert t is not None
+    return t
+
+
 def _torch_pads(pads: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     """IR (top, left, bottom, right) -> F.pad's (left, right, top, bottom) for NCHW."""
     top, left, bottom, right = pads
@@ -71,7 +79,7 @@ class LayerModule(nn.Module):
         super().__init__()
         self.layer_name = layer.name
         self.op = layer.op
-        self.fake_quant = None  # callable(tensor) -> tensor, installed by QAT
+        self.fake_quant: Any = None  # callable(tensor) -> tensor, installed by QAT (qat.FakeQuant)
 
 
 class ConvBlock(LayerModule):
@@ -97,24 +105,26 @@ class ConvBlock(LayerModule):
         self.bn = nn.BatchNorm2d(c_out, eps=BN_EPS, momentum=BN_MOMENTUM) if batchnorm else None
         if self.bn is not None:
             with torch.no_grad():  # running variance 1 − ε: in eval mode a fresh BN is exactly the identity
-                self.bn.running_var.fill_(1.0 - BN_EPS)
+                _buffer(self.bn.running_var).fill_(1.0 - BN_EPS)
         w = weights[f"{layer.name}.weight"]
         with torch.no_grad():
             # IR layouts: conv (K, KH, KW, C) -> (K, C, KH, KW); depthwise (1, KH, KW, C) -> (C, 1, KH, KW)
             tw = np.transpose(w[0], (2, 0, 1))[:, None] if depthwise else np.transpose(w, (0, 3, 1, 2))
             self.conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(tw, dtype=np.float32)))
-            self.conv.bias.copy_(torch.from_numpy(np.asarray(weights[f"{layer.name}.bias"], np.float32)))
-        self.qat = None  # QAT state (qat.ConvQuant) when fine-tuning with fake quantization
+            _buffer(self.conv.bias).copy_(torch.from_numpy(np.asarray(weights[f"{layer.name}.bias"], np.float32)))
+        self.qat: Any = None  # QAT state (qat.LayerQuant) when fine-tuning with fake quantization
 
     def folded(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight, bias) in torch layout with the BatchNorm's running statistics folded in
         (computed in `dtype`, e.g. float64 when writing weights back)."""
-        w, b = self.conv.weight.to(dtype or self.conv.weight.dtype), self.conv.bias.to(dtype or self.conv.bias.dtype)
+        bias = _buffer(self.conv.bias)
+        w, b = self.conv.weight.to(dtype or self.conv.weight.dtype), bias.to(dtype or bias.dtype)
         if self.bn is None:
             return w, b
         bn = self.bn
-        scale = bn.weight.to(w.dtype) / torch.sqrt(bn.running_var.to(w.dtype) + bn.eps)
-        return w * scale.reshape(-1, 1, 1, 1), (b - bn.running_mean.to(w.dtype)) * scale + bn.bias.to(w.dtype)
+        var, mean = _buffer(bn.running_var).to(w.dtype), _buffer(bn.running_mean).to(w.dtype)
+        scale = bn.weight.to(w.dtype) / torch.sqrt(var + bn.eps)
+        return w * scale.reshape(-1, 1, 1, 1), (b - mean) * scale + bn.bias.to(w.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(x, self.pads) if any(self.pads) else x
@@ -139,7 +149,7 @@ class DenseBlock(LayerModule):
         with torch.no_grad():
             self.linear.weight.copy_(torch.from_numpy(np.asarray(weights[f"{layer.name}.weight"], np.float32)))
             self.linear.bias.copy_(torch.from_numpy(np.asarray(weights[f"{layer.name}.bias"], np.float32)))
-        self.qat = None
+        self.qat: Any = None
 
     def folded(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.linear.weight.to(dtype or self.linear.weight.dtype), self.linear.bias.to(
@@ -275,7 +285,7 @@ class IRModule(nn.Module):
             TORCH_MODULES.handler(layer)(layer, info, weights, batchnorm)
             for layer, info in zip(model.layers, analysis.layers)
         )
-        self.input_fake_quant = None  # installed by QAT
+        self.input_fake_quant: Any = None  # installed by QAT
         last = model.layers[-1]
         self._logits_layer = last.inputs[0] if isinstance(last, Softmax) else last.name
 
@@ -313,6 +323,9 @@ class IRModule(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         y = self.run(x, until=self._logits_layer)[self._logits_layer]
         return y.permute(0, 2, 3, 1).reshape(y.shape[0], -1)
+
+    def layer_blocks(self) -> list[LayerModule]:
+        return [b for b in self.blocks if isinstance(b, LayerModule)]
 
     def weighted_blocks(self):
         return [b for b in self.blocks if isinstance(b, (ConvBlock, DenseBlock))]

@@ -96,7 +96,7 @@ class LayerQuant:
 def install(module: IRModule, qparams: QuantParams) -> None:
     """Fake quantization of every tensor with `qparams` (from quantize() on the folded weights)."""
     module.input_fake_quant = FakeQuant(qparams.activations[INPUT])
-    for layer, block in zip(module.model.layers, module.blocks):
+    for layer, block in zip(module.model.layers, module.layer_blocks()):
         block.fake_quant = None if isinstance(block, SoftmaxBlock) else FakeQuant(qparams.activations[layer.name])
         if isinstance(block, (ConvBlock, DenseBlock)):
             block.qat = LayerQuant(qparams.activations[layer.inputs[0]].scale[0])
@@ -104,7 +104,7 @@ def install(module: IRModule, qparams: QuantParams) -> None:
 
 def remove(module: IRModule) -> None:
     module.input_fake_quant = None
-    for block in module.blocks:
+    for block in module.layer_blocks():
         block.fake_quant = None
         if isinstance(block, (ConvBlock, DenseBlock)):
             block.qat = None
