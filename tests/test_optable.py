@@ -67,3 +67,11 @@ def test_a_missing_handler_is_a_one_line_error_naming_op_and_pass():
     with pytest.raises(UnsupportedOp, match=r"hm: the float reference pass has no handler for op 'hardmax'") as err:
         REFERENCE.handler(Hardmax())
     assert "\n" not in str(err.value)
+
+
+def test_every_op_has_a_torch_module_handler():
+    # the training pass (edgeconv/train, the `train` extra): CI installs torch, so this runs there
+    pytest.importorskip("torch", reason="needs torch (pip install 'edgeconv[train]')")
+    importlib.import_module("edgeconv.train.module")
+    missing = sorted(set(LAYER_TYPES) - TABLES["torch module"].ops)
+    assert not missing, f"ops without a handler in the 'torch module' pass: {missing}"
