@@ -126,6 +126,7 @@ class Lease:
     acquired_by: str
     coordinator: str
     waited_s: float
+    acquired_at: float = 0.0  # time.time() when AcquirePlace returned
     tags: dict = field(default_factory=dict)
 
     def ssh_device(self) -> Device:
@@ -143,6 +144,7 @@ class Lease:
             "ssh": str(self.ssh_device()),
             "acquired_by": self.acquired_by,
             "waited_s": round(self.waited_s, 3),
+            "acquired_at": round(self.acquired_at, 3),
         }
 
     def describe(self) -> str:
@@ -169,9 +171,12 @@ def _details(err: BaseException) -> str:
 
 
 @contextmanager
-def acquired_place(spec: PlaceSpec, coordinator: str, wait: float = DEFAULT_WAIT, log=None) -> Iterator[Lease]:
+def acquired_place(
+    spec: PlaceSpec, coordinator: str, wait: float = DEFAULT_WAIT, log=None, record: dict | None = None
+) -> Iterator[Lease]:
     """Reserve and acquire a place matching `spec` (waiting up to `wait` s), yield its Lease,
-    release it and cancel the reservation whatever happens inside."""
+    release it and cancel the reservation whatever happens inside. `record["releasing_at"]` gets
+    the time.time() just before ReleasePlace (no other job can hold the place before it)."""
     import asyncio
     import logging
 
@@ -192,6 +197,7 @@ def acquired_place(spec: PlaceSpec, coordinator: str, wait: float = DEFAULT_WAIT
 
     token: str | None = None
     acquired: str | None = None
+    acquired_at = 0.0
     try:
         filters = spec.filters()
         if spec.place and spec.place not in session.places:
@@ -228,6 +234,7 @@ def acquired_place(spec: PlaceSpec, coordinator: str, wait: float = DEFAULT_WAIT
                 try:
                     rpc(session.stub.AcquirePlace, pb.AcquirePlaceRequest(placename=name))
                     acquired = name
+                    acquired_at = time.time()
                     break
                 except grpc.aio.AioRpcError as err:  # taken without a reservation in between: queue on
                     if log:
@@ -283,24 +290,34 @@ def acquired_place(spec: PlaceSpec, coordinator: str, wait: float = DEFAULT_WAIT
             acquired_by=str(place.acquired),
             coordinator=coordinator,
             waited_s=waited,
+            acquired_at=acquired_at,
             tags=dict(place.tags),
         )
         if log:
             log(f"labgrid: acquired {lease.describe()} after {waited:.2f} s")
         yield lease
     finally:
-        _release(session, rpc, pb, acquired, token, spec, log)
+        _release(session, rpc, pb, acquired, token, log, record)
 
 
-def _release(session, rpc, pb, acquired, token, spec, log) -> None:
-    """Release and cancel; a second Ctrl-C while releasing is ignored (the release is short)."""
+def _release(session, rpc, pb, acquired, token, log, record) -> None:
+    """Cancel and release; a second Ctrl-C while releasing is ignored (the release is short)."""
     import signal
     import threading
 
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
+        if token is not None:
+            # the reservation first: labgrid 26's coordinator schedules waiting reservations on
+            # Create/Cancel/Acquire/Release and every 15 s, and a place whose (stale) reservation
+            # is only cleared at the end of a pass is not handed on in that pass; cancelling
+            # first clears it, so ReleasePlace hands the place to the next job at once
+            with contextlib.suppress(Exception):  # an unpolled reservation expires on its own (60 s)
+                rpc(session.stub.CancelReservation, pb.CancelReservationRequest(token=token))
         if acquired is not None:
+            if record is not None:
+                record["releasing_at"] = time.time()
             try:
                 rpc(session.stub.ReleasePlace, pb.ReleasePlaceRequest(placename=acquired))
                 if log:
@@ -311,9 +328,6 @@ def _release(session, rpc, pb, acquired, token, spec, log) -> None:
                     f"release it with: labgrid-client -p {acquired} release",
                     file=sys.stderr,
                 )
-        if token is not None:
-            with contextlib.suppress(Exception):  # an unpolled reservation expires on its own (60 s)
-                rpc(session.stub.CancelReservation, pb.CancelReservationRequest(token=token))
         try:
             session.loop.run_until_complete(session.stop())
             session.loop.run_until_complete(session.close())
@@ -364,7 +378,8 @@ def validate_on_place(
         spec = parse_labgrid(spec)
     check_wait(wait)
     address = coordinator_address(coordinator)
-    with acquired_place(spec, address, wait, log) as lease:
+    record: dict = {}
+    with acquired_place(spec, address, wait, log, record) as lease:
         try:
             report = validate(bundle_path, lease.ssh_device(), **validate_kwargs)
         except EdgeconvError as err:
@@ -372,7 +387,8 @@ def validate_on_place(
             raise _renamed(err, f"{lease.describe()}: {err}") from None
     values = {f.name: getattr(report, f.name) for f in fields(ValidationReport)}
     values["device"] = str(spec) if spec.place else f"{spec} -> {SCHEME}{lease.place}"
-    return LabgridReport(**values, lease=lease.to_json())
+    # released_at: time.time() just before ReleasePlace (the next job may acquire from then on)
+    return LabgridReport(**values, lease={**lease.to_json(), "released_at": round(record["releasing_at"], 3)})
 
 
 def _renamed(err: EdgeconvError, message: str) -> EdgeconvError:
