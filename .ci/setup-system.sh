@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System set-up for the bundle tests (tests/test_bundle.py): an OpenSSH server binary for the
+# System set-up for the bundle and fleet tests (tests/test_bundle.py, tests/test_fleet.py, whose
+# labgrid comes from the `fleet` extra in `all`): an OpenSSH server binary for the
 # ssh:// round trip on 127.0.0.1 (the test starts its own sshd; none is left running), qemu-user
 # for the qemu-aarch64 round trip, chromium for the report.html browser test
 # (tests/test_report_html.py), and the aarch64 userland (cached in

@@ -51,6 +51,7 @@ import xml.etree.ElementTree as ET
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from edgeconv.core.errors import DeviceUnavailable, InputError, UsageError
 
@@ -61,7 +62,7 @@ RETRY_DELAY_S = 1.0
 POLL_S = 0.05
 MAX_JOBS = 256
 MAX_RETRIES = 10
-_KEYS = {
+_KEYS: dict[str, type | tuple[type, ...]] = {
     "spec": str,
     "name": str,
     "timeout": (int, float),
@@ -149,7 +150,7 @@ def _typed(table: dict, where: str, top: bool) -> dict:
         want = _KEYS[key]
         if isinstance(value, bool) or not isinstance(value, want):
             raise InputError(f"{where}: {key} = {value!r}: expected {'a string' if want is str else 'a number'}")
-        out[key] = float(value) if key in ("timeout", "wait") else value
+        out[key] = float(value) if key in ("timeout", "wait") else value  # type: ignore[arg-type]
     return out
 
 
@@ -259,8 +260,8 @@ class _Running:
     proc: subprocess.Popen
     started: float
     deadline: float
-    out: object
-    err: object
+    out: BinaryIO
+    err: BinaryIO
     cut_off: str | None = None
     term_sent: float | None = None
 

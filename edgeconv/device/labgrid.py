@@ -153,7 +153,7 @@ class Lease:
 
 def _import_labgrid():
     try:
-        import grpc
+        import grpc  # type: ignore[import-untyped]
         from labgrid.remote.client import start_session
         from labgrid.remote.common import Reservation, ReservationState
         from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
