@@ -138,6 +138,10 @@ def requantize(
         scaled = multiply_by_quantized_multiplier(acc, q31, shift, ties)
     elif family == "fp32":
         scaled = requantize_fp32(acc, multiplier_float32(s_in, s_w, s_out))
+    elif family == "htp":
+        from edgeconv.quant.htp import requantize_htp
+
+        scaled = requantize_htp(acc, s_in, s_w, s_out)
     else:
         raise ValueError(f"unknown rounding family {family!r}")
     return np.clip(scaled + zp_out, qmin, qmax)

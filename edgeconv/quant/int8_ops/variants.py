@@ -60,6 +60,10 @@ _OPTIMIZED_ON_LITERT_REF = frozenset({"FULLY_CONNECTED"})
 _ORT_FP32_REQUANT = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "PAD", "RESHAPE"})
 
 
+# Ops whose QNN HTP kernel requantizes with the htp family's two integer steps (quant/htp.py).
+_HTP_REQUANT = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"})
+
+
 def golden_variant(op: str, runtime: str) -> tuple[str, str]:
     """(family, kernel) of the golden reference that a runtime matches bit-exactly.
 
@@ -79,4 +83,8 @@ def golden_variant(op: str, runtime: str) -> tuple[str, str]:
         # ONNX Runtime CPU on the uint8 QDQ model: QLinearConv and QGemm requantize in float32
         # (fp32 family); the other fused ops have their own arithmetic (quant/golden.py, "ort").
         return ("fp32", "optimized") if op in _ORT_FP32_REQUANT else ("fp32", "ort")
+    if runtime == "qnn_htp":
+        # the QNN HTP emulator on the uint8 QDQ model: conv / depthwise / FC in the htp family
+        # (quant/htp.py); the other ops as ORT's CPU kernels, within 1 LSB (KNOWN_HTP_DEVIATIONS)
+        return ("htp", "optimized") if op in _HTP_REQUANT else golden_variant(op, "ort_cpu")
     raise ValueError(f"unknown runtime {runtime!r}")
