@@ -186,8 +186,10 @@ def test_failed_verdict_is_check_failed(arm_bundle, tmp_path):
     """A profile whose tolerance the bundle cannot meet exits 1 (CheckFailed), not 2: the
     verdict uses the installed profile given with --target, never the bundle's tolerance.json."""
     profile = tmp_path / "strict_arm.toml"
-    text = re.sub(r"(?m)^min_sqnr_db = [0-9.]+", "min_sqnr_db = 1000.0", (REPO / "targets" / "arm.toml").read_text())
-    assert "min_sqnr_db = 1000.0" in text
+    text = re.sub(
+        r"(?m)^min_sqnr_output_db = [0-9.]+", "min_sqnr_output_db = 1000.0", (REPO / "targets" / "arm.toml").read_text()
+    )
+    assert "min_sqnr_output_db = 1000.0" in text
     profile.write_text(text)
     result = CliRunner().invoke(
         validate_cmd, [str(arm_bundle), "--device", "local", "--target", str(profile)], standalone_mode=False

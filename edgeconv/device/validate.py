@@ -423,7 +423,9 @@ def judge(
         )
     else:
         checks = [lsb_check(target, int(lstats["max_lsb"]), allowed, f"{golden} golden reference")]
-    checks.append(sqnr_check(target, float(fstats["sqnr_db"] or 0.0), float(ptol.min_sqnr_db)))
+    checks.append(
+        sqnr_check(target, float(fstats["sqnr_db"] or 0.0), float(ptol.min_sqnr_output_db))
+    )  # the output floor; min_sqnr_db is the logits floor
     if classifier:
         checks.append(top1_check(target, float(fstats["top1_agreement"] or 0.0), float(ptol.min_top1_agreement)))
     runtime: dict = result["runtime"] if isinstance(result.get("runtime"), dict) else {}
