@@ -176,8 +176,8 @@ def ort_avg_pool(x, x_zp, s_in, s_out, zp_out, pool_hw, stride_hw, pads):
     if tuple(pool_hw) != (h, w) or any(pads):
         return ort_avg_pool_sliding(x, x_zp, s_in, s_out, zp_out, pool_hw, stride_hw, pads)
     taps = int8_ops._pool_windows(np.asarray(x, np.int64) - x_zp, pool_hw, stride_hw, pads)
-    acc = sum(np.where(m, v, 0) for v, m in taps)
-    count = sum(np.broadcast_to(m, v.shape).astype(np.int64) for v, m in taps)
+    acc = np.sum([np.where(m, v, 0) for v, m in taps], axis=0)
+    count = np.sum([np.broadcast_to(m, v.shape).astype(np.int64) for v, m in taps], axis=0)
     scale = (np.float32(s_in) / (np.float32(s_out) * count.astype(np.float32))).astype(np.float32)
     out = np.rint((acc.astype(np.float32) * scale).astype(np.float32)).astype(np.int64) + zp_out
     return np.clip(out, -128, 127).astype(np.int8)
