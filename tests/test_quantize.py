@@ -68,7 +68,9 @@ def test_weights_are_symmetric_per_output_channel(quantized):
     analysis, weights, _, qp = quantized
     axes = {"conv2d": 0, "depthwise_conv2d": 3, "dense": 0}
     weighted = [layer for layer in analysis.model.layers if layer.op in axes]
-    assert set(qp.weights) == set(qp.biases) == set(qp.q_weights) == set(qp.q_biases) == {layer.name for layer in weighted}
+    assert (
+        set(qp.weights) == set(qp.biases) == set(qp.q_weights) == set(qp.q_biases) == {layer.name for layer in weighted}
+    )
     for layer in weighted:
         w, q, tq = weights[f"{layer.name}.weight"], qp.q_weights[layer.name], qp.weights[layer.name]
         axis = axes[layer.op]

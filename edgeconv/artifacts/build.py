@@ -394,7 +394,7 @@ def run_build(req: BuildRequest, progress=None) -> BuildResult:
                 for c in the_plan.runners_up
             ],
         },
-        "files": [name for name in result.files],
+        "files": list(result.files),
     }
     plan_doc.update(req.plan_extra or {})
     result.files["plan.json"] = json_bytes(plan_doc)

@@ -119,7 +119,9 @@ def _pad_info(layer: Pad, in_shapes: list[Shape]) -> LayerInfo:
         raise ShapeError(f"{layer.name}: pad needs (top, left, bottom, right), got {layer.pads!r}")
     top, left, bottom, right = sides
     w, h, c = in_shapes[0]
-    return LayerInfo(layer.name, layer.op, layer.inputs, in_shapes[0], (w + left + right, h + top + bottom, c), 0, 0, sides)
+    return LayerInfo(
+        layer.name, layer.op, layer.inputs, in_shapes[0], (w + left + right, h + top + bottom, c), 0, 0, sides
+    )
 
 
 @SHAPES.register(Conv2d)

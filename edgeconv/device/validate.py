@@ -146,8 +146,8 @@ class ValidationReport:
     machine: str
     samples: int
     timings: dict
-    float_stats: dict
-    lsb_stats: dict
+    float_stats: metrics.FloatStats
+    lsb_stats: metrics.LsbStats
     checks: list[Check]
     other_goldens: dict = field(default_factory=dict)  # max LSB against the other variants
     note: str | None = None

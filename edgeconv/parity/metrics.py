@@ -8,6 +8,7 @@ grid): max difference in LSB, share of elements that differ, mean difference.
 from __future__ import annotations
 
 import math
+from typing import NotRequired, TypedDict
 
 import numpy as np
 
@@ -49,7 +50,23 @@ def top1_agreement(reference: np.ndarray, test: np.ndarray) -> float:
     return float(np.mean(ref.argmax(axis=1) == tst.argmax(axis=1)))
 
 
-def lsb_stats(golden: np.ndarray, test: np.ndarray) -> dict[str, float]:
+class LsbStats(TypedDict):
+    max_lsb: int
+    share_differing: float
+    mean_diff: float
+
+
+class FloatStats(TypedDict):
+    sqnr_db: float
+    cosine: float
+    rmse: float
+    max_abs_error: float
+    top1_agreement: float | None  # None for a model that is not a classifier
+    sqnr_logits_db: NotRequired[float]  # parity adds these where they apply
+    accuracy: NotRequired[float]
+
+
+def lsb_stats(golden: np.ndarray, test: np.ndarray) -> LsbStats:
     """Integer differences on the int8 grid: max |Δ| in LSB, share of elements that differ,
     mean Δ (test − golden, signed: a systematic rounding bias shows up here)."""
     g = np.asarray(golden, np.int64)
@@ -64,7 +81,7 @@ def lsb_stats(golden: np.ndarray, test: np.ndarray) -> dict[str, float]:
     }
 
 
-def float_stats(reference: np.ndarray, test: np.ndarray, classifier: bool) -> dict[str, float | None]:
+def float_stats(reference: np.ndarray, test: np.ndarray, classifier: bool) -> FloatStats:
     return {
         "sqnr_db": sqnr_db(reference, test),
         "cosine": cosine_similarity(reference, test),

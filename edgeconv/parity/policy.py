@@ -215,7 +215,7 @@ def softmax_head_checks(
         allowed,
         f"{golden} golden reference at the logits ({logits})",
     )
-    shape = tuple(int(v) for v in (want_logits.shape[2], want_logits.shape[1], want_logits.shape[3]))
+    shape = (int(want_logits.shape[2]), int(want_logits.shape[1]), int(want_logits.shape[3]))
     layer = Softmax(name=out_name, inputs=(logits,))
     info = LayerInfo(out_name, "softmax", (logits,), shape, shape, 0, 0)
     qparams = QuantParams(activations={logits: logits_tq, out_name: SOFTMAX_QUANT})

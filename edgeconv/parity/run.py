@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -49,10 +50,10 @@ class TargetResult:
     golden: str
     activation_dtype: str
     seconds: float
-    float_stats: dict
-    lsb_stats: dict
+    float_stats: metrics.FloatStats
+    lsb_stats: metrics.LsbStats
     checks: list[Check]
-    output_q: np.ndarray = field(repr=False, default=None)
+    output_q: np.ndarray | None = field(repr=False, default=None)
     divergence: LayerDivergence | None = None
     per_layer: list[dict] = field(default_factory=list)
     pins: dict = field(default_factory=dict)  # what the numerics depend on (runtime versions, htp_arch, ...)
@@ -171,7 +172,7 @@ def per_layer_rows(
             continue
         target_out = to_int8_convention(got[info.name]).reshape(want[info.name].shape)
         chain = metrics.lsb_stats(want[info.name], target_out)
-        row = {"layer": info.name, "op": info.op}
+        row: dict[str, Any] = {"layer": info.name, "op": info.op}
         if golden is not None and all(src in got or src == INPUT for src in layer.inputs):
             args = [
                 want[INPUT] if src == INPUT else to_int8_convention(got[src]).reshape(want[src].shape)
@@ -275,7 +276,7 @@ def check_target(
         allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis))
         checks.append(lsb_check(target.name, lstats["max_lsb"], allowed, f"{golden} golden reference"))
     elif not per_layer:  # output only, across families: the logits bound and the softmax head
-        if split_head:
+        if split_head and logits is not None:
             allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis, logits))
             checks += softmax_head_checks(
                 target.name,
@@ -293,7 +294,8 @@ def check_target(
         else:
             allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis))
             checks.append(lsb_check(target.name, lstats["max_lsb"], allowed, f"{golden} golden reference"))
-    rows, divergence = [], None
+    rows: list[dict] = []
+    divergence: LayerDivergence | None = None
     if per_layer:
         rows, divergence = per_layer_rows(build, target, got, want_all, golden)
         checks.append(layers_check(target.name, rows, golden))
@@ -307,8 +309,9 @@ def check_target(
         checks.append(sqnr_check(target.name, fstats["sqnr_db"], min_sqnr_out))
     else:  # no softmax: the output is the logits (or the model's last tensor)
         checks.append(sqnr_check(target.name, fstats["sqnr_db"], min_sqnr))
-    if classifier:
-        checks.append(top1_check(target.name, fstats["top1_agreement"], min_top1))
+    top1 = fstats["top1_agreement"]
+    if classifier and top1 is not None:
+        checks.append(top1_check(target.name, top1, min_top1))
     if labels is not None:
         y = dequantize(out_q, out_tq, "int8").reshape(len(x), -1)
         accuracy = float(np.mean(y.argmax(axis=1) == labels))
@@ -362,6 +365,7 @@ def run_parity(
     pairwise = []
     for i, a in enumerate(results):
         for b in results[i + 1 :]:
+            assert a.output_q is not None and b.output_q is not None, "check_target keeps every output"
             stats = metrics.lsb_stats(a.output_q, b.output_q)
             pairwise.append(
                 {"a": a.target, "b": b.target, "max_lsb": stats["max_lsb"], "share_differing": stats["share_differing"]}
@@ -388,7 +392,7 @@ def target_pins(target: Target) -> dict:
     versions and the pinned options (htp_arch, soc_model, kernels, ...)."""
     from importlib import metadata
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in target.packages:
         try:
             versions[package] = metadata.version(package)
