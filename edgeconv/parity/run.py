@@ -226,6 +226,29 @@ class Floors:
         )
 
 
+def declared_grids(build: BuiltModel, target: Target, names: Sequence[str]) -> dict[str, int]:
+    """Layers whose tensor the artifact declares on the build's scale but another zero point:
+    {layer: zero point shift (artifact − build), int8 convention}. A zero point moved for both
+    the producer and the consumer of a tensor represents the same real values, so parity
+    compares such a tensor on the build's grid (q − shift), and only clamping can differ."""
+    from edgeconv.export.tamper import activation_quant
+
+    kind = target.artifact
+    try:
+        data = build.artifact(kind).read_bytes()
+    except (KeyError, OSError):
+        return {}
+    declared = activation_quant(data, kind, {n: build.tensor_name(kind, n) for n in names})
+    shifts = {}
+    for name, (scale, zp) in declared.items():
+        tq = build.qparams.activations.get(name)
+        if tq is None or len(tq.scale) != 1:
+            continue
+        if np.float32(scale) == np.float32(tq.scale[0]) and zp != tq.zero_point[0]:
+            shifts[name] = zp - tq.zero_point[0]
+    return shifts
+
+
 def logits_layer(build: BuiltModel) -> str | None:
     """The softmax input of a model that ends in softmax (quality is measured there), else None."""
     last = build.analysis.layers[-1]
@@ -240,11 +263,13 @@ def check_target(
     per_layer: bool = True,
     floors: Floors | None = None,
     labels: np.ndarray | None = None,
+    feed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> TargetResult:
     """Deployment checks (LSB vs the target's golden at the output and, by default, at every
     layer the artifact exposes) and quality checks (SQNR at the logits and the output, top-1,
     accuracy with labels). `float_out` is the float reference's output, or all its tensors
-    (reference.run keep_all), which the logits SQNR needs."""
+    (reference.run keep_all), which the logits SQNR needs. `feed` (bug catalogue): what the
+    application does to the quantized input bytes before the target sees them."""
     backend = require(get_backend(target))
     analysis, tol = build.analysis, target.tolerance
     dtype = target_dtype(build, target)
@@ -255,11 +280,18 @@ def check_target(
     split_head = splits_softmax_head(analysis, tol.lsb_policy)
     logits = logits_layer(build)
     float_all = float_out if isinstance(float_out, dict) else {output: float_out}
+    x_fed = feed(x_q) if feed is not None else x_q
     start = time.perf_counter()
-    out_q = to_int8_convention(backend.run(build, x_q))  # the artifact as deployed, nothing exposed
+    out_q = to_int8_convention(backend.run(build, x_fed))  # the artifact as deployed, nothing exposed
     seconds = time.perf_counter() - start
     names = [info.name for info in analysis.layers] if per_layer else [n for n in (logits,) if n]
-    got = {k: to_int8_convention(v) for k, v in backend.run_layers(build, x_q, names).items()} if names else {}
+    got = {k: to_int8_convention(v) for k, v in backend.run_layers(build, x_fed, names).items()} if names else {}
+    shifts = declared_grids(build, target, sorted(set(names) | {output}))
+    for name, shift in shifts.items():  # tensors the file declares with a moved zero point
+        if name in got:
+            got[name] = got[name].astype(np.int32) - shift
+    if output in shifts:
+        out_q = out_q.astype(np.int32) - shifts[output]
     want_all = run_int8(analysis, build.qparams, x_q_int8, golden, keep_all=True)
     want = want_all[output]
     out_q = out_q.reshape(want.shape)
@@ -333,6 +365,7 @@ def run_parity(
     floors: Floors | None = None,
     labels: np.ndarray | None = None,
     source: str | None = None,
+    feed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> ParityReport:
     """Every target on x. per_layer (default): the deployment check covers every layer the
     artifact exposes, not only the output. `source`: a source model file (.onnx / .tflite)
@@ -359,7 +392,7 @@ def run_parity(
     for target in targets:
         if progress:
             progress(f"{target.name}: running {len(x)} samples")
-        result = check_target(build, target, x, float_all, per_layer, floors, labels)
+        result = check_target(build, target, x, float_all, per_layer, floors, labels, feed)
         result.pins = target_pins(target)
         results.append(result)
     pairwise = []
