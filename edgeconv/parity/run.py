@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgeconv.artifacts.folder import BuiltModel, to_int8_convention
-from edgeconv.backends import get_backend, require
+from edgeconv.backends import get_backend, require, runtime_pins
 from edgeconv.core import reference
 from edgeconv.core.ir import INPUT
 from edgeconv.parity import metrics
@@ -18,12 +18,13 @@ from edgeconv.parity.policy import (
     KINDS,
     Check,
     accuracy_check,
-    allowed_lsb,
+    bounded_layers,
+    end_to_end_allowance,
     exit_code,
     golden_runtime,
+    layer_allowance,
     layers_check,
     lsb_check,
-    requantizing_layers,
     softmax_head_checks,
     splits_softmax_head,
     sqnr_check,
@@ -142,13 +143,6 @@ def _is_classifier(build: BuiltModel) -> bool:
     return info.op in ("softmax", "dense") and info.out_shape[2] > 1
 
 
-def layer_allowance(target: Target) -> int:
-    """LSB a layer may differ from the golden op fed with the target's own inputs to it: 0 in
-    the golden's own family, the profile's `layer_lsb` (1) across families."""
-    tol = target.tolerance
-    return 0 if tol.lsb_policy == "exact" else tol.layer_lsb
-
-
 def per_layer_rows(
     build: BuiltModel,
     target: Target,
@@ -182,13 +176,11 @@ def per_layer_rows(
                 local = chain  # the same inputs as the golden chain: the same golden output
             else:
                 local = metrics.lsb_stats(run_layer(layer, info, args, build.qparams, golden), target_out)
-            row.update(allowed=layer_allowance(target), **local)
+            tol = target.tolerance
+            row.update(allowed=layer_allowance(tol.lsb_policy, tol.layer_lsb, golden, info.op), **local)
         else:
-            allowed = allowed_lsb(
-                target.tolerance.lsb_policy,
-                target.tolerance.max_lsb_vs_golden,
-                requantizing_layers(analysis, info.name),
-            )
+            tol = target.tolerance
+            allowed = end_to_end_allowance(tol.lsb_policy, tol.max_lsb_vs_golden, analysis, golden or "", info.name)
             row.update(allowed=allowed, **chain)
         row.update(chain_max_lsb=chain["max_lsb"], chain_share_differing=chain["share_differing"])
         rows.append(row)
@@ -277,7 +269,7 @@ def check_target(
     x_q, x_q_int8 = quantize_input(x, in_tq, dtype), quantize_input(x, in_tq, "int8")
     golden = golden_runtime(target.backend, target.rounding, target.option("kernels"))
     output = analysis.model.output
-    split_head = splits_softmax_head(analysis, tol.lsb_policy)
+    split_head = splits_softmax_head(analysis, tol.lsb_policy, golden)
     logits = logits_layer(build)
     float_all = float_out if isinstance(float_out, dict) else {output: float_out}
     x_fed = feed(x_q) if feed is not None else x_q
@@ -300,16 +292,16 @@ def check_target(
     fstats = metrics.float_stats(float_all[output], dequantize(out_q, out_tq, "int8"), classifier)
     lstats = metrics.lsb_stats(want, out_q)
     # -- deployment --------------------------------------------------------------------------
-    # in the golden's own family the output must match end to end; across families rounding
-    # differences accumulate with depth, so the gate is every layer on its own inputs (below)
-    # and the end-to-end LSB are reported for information
+    # in the golden's own family, with every op on the path exact, the output must match end to
+    # end; across families, or through ops the golden only bounds (qnn_htp's add, pools,
+    # softmax), differences accumulate with depth, so the gate is every layer on its own inputs
+    # (below) and the end-to-end LSB are reported for information
     checks = []
-    if tol.lsb_policy == "exact":
-        allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis))
-        checks.append(lsb_check(target.name, lstats["max_lsb"], allowed, f"{golden} golden reference"))
-    elif not per_layer:  # output only, across families: the logits bound and the softmax head
+    if tol.lsb_policy == "exact" and bounded_layers(analysis, golden) == 0:
+        checks.append(lsb_check(target.name, lstats["max_lsb"], 0, f"{golden} golden reference"))
+    elif not per_layer:  # output only: the logits bound and the softmax head
         if split_head and logits is not None:
-            allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis, logits))
+            allowed = end_to_end_allowance(tol.lsb_policy, tol.max_lsb_vs_golden, analysis, golden, logits)
             checks += softmax_head_checks(
                 target.name,
                 golden,
@@ -324,7 +316,7 @@ def check_target(
                 lstats["max_lsb"],
             )
         else:
-            allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis))
+            allowed = end_to_end_allowance(tol.lsb_policy, tol.max_lsb_vs_golden, analysis, golden)
             checks.append(lsb_check(target.name, lstats["max_lsb"], allowed, f"{golden} golden reference"))
     rows: list[dict] = []
     divergence: LayerDivergence | None = None
@@ -394,6 +386,9 @@ def run_parity(
             progress(f"{target.name}: running {len(x)} samples")
         result = check_target(build, target, x, float_all, per_layer, floors, labels, feed)
         result.pins = target_pins(target)
+        pinned = pin_check(target, result.pins)
+        if pinned is not None:
+            result.checks.append(pinned)
         results.append(result)
     pairwise = []
     for i, a in enumerate(results):
@@ -435,4 +430,26 @@ def target_pins(target: Target) -> dict:
     for key in ("htp_arch", "soc_model", "qnn_sdk", "kernels"):
         if target.option(key) is not None:
             pins[key] = str(target.option(key))
+    installed = runtime_pins(target)
+    if installed.get("qnn_sdk"):
+        pins["qnn_sdk_installed"] = installed["qnn_sdk"]
     return pins
+
+
+def pin_check(target: Target, pins: dict) -> Check | None:
+    """A deployment check that the installed runtime is the one the target's golden was measured
+    on (the profile's `qnn_sdk` pin against the wheel's QNN SDK), or None when nothing is pinned."""
+    pinned, installed = pins.get("qnn_sdk"), pins.get("qnn_sdk_installed")
+    if pinned is None or installed is None:
+        return None
+    ok = pinned == installed
+    return Check(
+        target.name,
+        "runtime_pins",
+        ok,
+        None,
+        None,
+        f"QNN SDK {installed} installed"
+        + ("" if ok else f", but the {golden_runtime(target.backend, target.rounding)} golden was measured on {pinned}")
+        + f" (profile pin qnn_sdk = {pinned})",
+    )
