@@ -185,7 +185,7 @@ def activation_quant(data: bytes, kind: str, names: dict[str, str]) -> dict[str,
         for layer, tensor in names.items():
             t = by_name.get(tensor)
             q = t.quantization if t is not None else None
-            if q is None or q.scale is None or len(q.scale) != 1 or q.zeroPoint is None:
+            if t is None or q is None or q.scale is None or len(q.scale) != 1 or q.zeroPoint is None:
                 continue
             shift = -128 if t.type == 3 else 0  # a uint8 tensor on the int8 grid
             found[layer] = (float(np.float32(q.scale[0])), int(q.zeroPoint[0]) + shift)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeconv.artifacts.folder import BuiltModel, load_build, reseal_build_folder
+from edgeconv.core.ir import Model
 from edgeconv.export import tamper
 
 # A small model with every op the bugs need: a stride-2 conv, a depthwise conv, a conv whose
@@ -64,7 +65,7 @@ class SourceBug:
     source: str  # the source model file (tests/data/import/...)
     layer: str  # the layer the importer got wrong
     reason: str
-    mutate: Callable[[object, dict], tuple[object, dict]] = field(repr=False, default=lambda m, w: (m, w))
+    mutate: Callable[[Model, dict], tuple[Model, dict]] = field(repr=False, default=lambda m, w: (m, w))
 
 
 # -- numpy edits of the build's integer arrays --------------------------------------------------
@@ -163,7 +164,9 @@ def catalogue(zp_shift: int = 3) -> list[Bug | SourceBug]:
             "conv1",
             "the file's weights differ from the IR's",
             tflite=tfl_set("conv1.weight", values=lambda b: negate_channels(b.qparams.q_weights["conv1"])),
-            onnx=onnx_set("conv1.weight", lambda b: negate_channels(b.qparams.q_weights["conv1"].transpose(0, 3, 1, 2))),
+            onnx=onnx_set(
+                "conv1.weight", lambda b: negate_channels(b.qparams.q_weights["conv1"].transpose(0, 3, 1, 2))
+            ),
         ),
         Bug(
             "flatten order NCHW vs NHWC",
@@ -225,7 +228,9 @@ def catalogue(zp_shift: int = 3) -> list[Bug | SourceBug]:
             "every layer's weight scales set so that s_in·s_w/s_out is the multiplier held to 16 bits",
             ",".join(WEIGHTED),
             "relative error up to 2^-17: outputs near a rounding tie move by 1 LSB",
-            tflite=_each(WEIGHTED, lambda name: tfl_set(f"{name}.weight", scale=lambda b: multiplier_16bit_scales(b, name))),
+            tflite=_each(
+                WEIGHTED, lambda name: tfl_set(f"{name}.weight", scale=lambda b: multiplier_16bit_scales(b, name))
+            ),
             onnx=_each(
                 WEIGHTED, lambda name: onnx_set(f"{name}.weight.scale", lambda b: multiplier_16bit_scales(b, name))
             ),
@@ -385,7 +390,7 @@ def run_bug(build: BuiltModel, bug: Bug, targets: Sequence, x: np.ndarray, work:
         try:
             cells.append(_cell(check_target(broken, target, x, float_all, feed=bug.feed)))
         except Exception as err:  # a runtime refusing the broken file is also "caught", but named apart
-            cells.append(Cell(target.name, {}, error=f"{type(err).__name__}: {str(err).splitlines()[0][:80]}"))
+            cells.append(Cell(target.name, {}, error=str(err).splitlines()[0][:90]))
     return Row(bug, cells)
 
 
@@ -443,4 +448,3 @@ def run_catalogue(
             else:
                 rows.append(run_bug(build, bug, targets, x, work))
         return control_rows(build, targets, x), rows
-
