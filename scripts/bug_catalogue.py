@@ -118,35 +118,37 @@ def correct_table(targets, samples: int, args) -> int:
 
     names = [t.name for t in targets]
     print(f"correct deployments: every verdict on {', '.join(names)} ({samples} synthetic samples unless named)")
-    print()
     print(
-        "| deployment | target | max LSB per layer (allowed) | SQNR logits / out dB | top-1 | deploy | quality | source |"
+        "cell: max LSB per layer vs the target's own family (allowed) · SQNR logits / output dB · top-1 vs float · verdicts"
     )
-    print("|---|---|---:|---:|---:|---|---|---|")
+    print()
+    print("| deployment | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
     deployments = alarms = 0
     with tempfile.TemporaryDirectory(prefix="edgeconv-correct-") as tmp:
         for label, folder, source, inputs in _correct_builds(Path(tmp), args):
             build = load_build(folder)
             x, _ = comparison_inputs(build, inputs, samples, 0, min_synthetic=1)
             report = run_parity(build, targets, x, "", source=source)
+            cells = []
             for r in report.results:
                 deployments += 1
-                worst = max(r.per_layer, key=lambda row: row["max_lsb"] - row["allowed"], default=None)
-                lsb = f"{worst['max_lsb']} ({worst['allowed']}) at {worst['layer']}" if worst else "–"
+                worst = max(
+                    r.per_layer, key=lambda row: (row["max_lsb"] - row["allowed"], row["max_lsb"]), default=None
+                )
+                lsb = f"{worst['max_lsb']} ({worst['allowed']})" if worst else "–"
+                if worst and worst["max_lsb"] > worst["allowed"]:
+                    lsb += f" at {worst['layer']}"
                 f = r.float_stats
                 logits = f.get("sqnr_logits_db")
                 sq = (f"{logits:.1f} / " if logits is not None else "") + f"{f['sqnr_db']:.1f}"
-                top1 = f"{f['top1_agreement']:.0%}" if f.get("top1_agreement") is not None else "–"
-
-                def v(kind, result=r, report=report):
-                    got = result.verdict(kind) if kind != "source" else report.verdict("source")
-                    return "–" if got is None else ("pass" if got else "FAIL")
-
-                flagged = any(v(k) == "FAIL" for k in ("deployment", "quality", "source"))
-                alarms += flagged
-                print(
-                    f"| {label} | {r.target} | {lsb} | {sq} | {top1} | {v('deployment')} | {v('quality')} | {v('source')} |"
-                )
+                top1 = f" · {f['top1_agreement']:.0%}" if f.get("top1_agreement") is not None else ""
+                kinds = {k: r.verdict(k) for k in ("deployment", "quality")} | {"source": report.verdict("source")}
+                failed = [k for k, v in kinds.items() if v is False]
+                alarms += bool(failed)
+                verdict = "FAIL " + "+".join(failed) if failed else "pass" + (" (+source)" if kinds["source"] else "")
+                cells.append(f"{lsb} · {sq}{top1} · {verdict}")
+            print(f"| {label} | " + " | ".join(cells) + " |")
             sys.stdout.flush()
     print()
     print(f"{deployments} correct deployments, {alarms} false alarms")

@@ -186,11 +186,9 @@ def check_onnx_fidelity(
     from edgeconv.core import reference
 
     start = time.perf_counter()
+    # run_source reads an NCHW model's 4-D output back as N, H, W, C (the IR's order)
     got = np.asarray(run_source(imported.source, x), np.float64).reshape(len(x), -1)
     output = analysis.model.output
-    w, h, c = analysis.output_shape
-    if getattr(imported, "input_layout", "NHWC") == "NCHW" and w * h > 1 and got.shape[1] == w * h * c:
-        got = got.reshape(len(x), c, h, w).transpose(0, 2, 3, 1).reshape(len(x), -1)  # NCHW output to NHWC
     want = np.asarray(reference.run(analysis, imported.weights, x)[output], np.float64).reshape(len(x), -1)
     if got.shape != want.shape:
         raise InputError(f"import fidelity: the source gives {got.shape[1]} values per sample, the IR {want.shape[1]}")
