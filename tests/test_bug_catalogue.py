@@ -90,6 +90,7 @@ def test_source_bugs_fail_only_the_source_verdict(tmp_path, name):
     row = bugs.run_source_bug(ROWS[name], FIXTURES, [load_target("arm")], 8, tmp_path)
     (cell,) = row.cells
     assert cell.verdicts["deployment"] is True and cell.verdicts["source"] is False
+    assert cell.layer == ROWS[name].layer  # named by the source check, layer by layer
     assert row.source_sqnr is not None and row.source_sqnr < 10
     # the other way: the same source, imported right, passes the source check
     ok = bugs.run_source_bug(

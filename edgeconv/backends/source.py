@@ -79,3 +79,48 @@ def run_source(path: str | Path, x: np.ndarray) -> np.ndarray:
         ]
         return np.asarray(ys, np.float32)
     raise InputError(f"--source {path}: expected a .tflite or .onnx model, got {suffix or 'no extension'!r}")
+
+
+def run_source_tensors(path: str | Path, x: np.ndarray) -> list[np.ndarray]:
+    """Every float tensor an .onnx source computes (each node output made a graph output),
+    as (N, -1) float32 in the IR's order (4-D outputs of an NCHW model read as N, H, W, C):
+    what the source check compares layer by layer to name the first layer that diverges.
+    A .tflite source (or another format) gives [] (not localized)."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        return []
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, shape_inference
+
+    model = onnx.load(str(path))
+    inferred = shape_inference.infer_shapes(model)
+    floats = {v.name for v in inferred.graph.value_info if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+    known = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        for name in node.output:
+            if name in floats and name not in known:
+                model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+                known.add(name)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception:  # a node output that is not float (a shape, an index): give up localizing
+        return []
+    x = np.asarray(x, np.float32)
+    inp = sess.get_inputs()[0]
+    nchw = _nchw(inp.shape, x.shape[1:])
+    feed = x.transpose(0, 3, 1, 2) if nchw else x
+    per_sample = [sess.run(None, {inp.name: np.ascontiguousarray(feed[i : i + 1])}) for i in range(len(x))]
+    tensors = []
+    for k in range(len(per_sample[0])):
+        ys = [np.asarray(run[k]) for run in per_sample]
+        if ys[0].dtype != np.float32:
+            continue
+        if nchw and ys[0].ndim == 4:
+            ys = [y.transpose(0, 2, 3, 1) for y in ys]
+        tensors.append(np.asarray([y.reshape(-1) for y in ys], np.float32))
+    return tensors

@@ -322,6 +322,8 @@ class Cell:
         for kind in failed:
             if kind == "deployment" and self.layer:
                 parts.append(f"deploy @{self.layer} {self.max_lsb} LSB")
+            elif kind == "source" and self.layer:
+                parts.append(f"source @{self.layer}")
             else:
                 parts.append({"deployment": "deploy", "quality": "quality", "source": "source"}[kind])
         return ", ".join(parts)
@@ -409,10 +411,12 @@ def run_source_bug(bug: SourceBug, source_dir: Path, targets: Sequence, samples:
     wrong = load_build(out)
     x = parity_inputs(wrong.analysis, samples, 0)
     report = run_parity(wrong, targets, x, "synthetic", source=str(source))
+    first = (report.source_stats or {}).get("first_layer")
     cells = []
     for r in report.results:
         cell = _cell(r)
         cell.verdicts["source"] = report.verdict("source")
+        cell.layer = cell.layer or first
         cells.append(cell)
     sqnr = report.source_stats["sqnr_db"] if report.source_stats else None
     return Row(bug, cells, sqnr)

@@ -378,7 +378,7 @@ def run_parity(
 
         if progress:
             progress(f"source: running {source} on its own runtime")
-        check, source_stats = source_check(build, source, x, float_all[build.analysis.model.output])
+        check, source_stats = source_check(build, source, x, float_all[build.analysis.model.output], float_all)
         source_checks.append(check)
     results = []
     for target in targets:
