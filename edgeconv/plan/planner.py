@@ -27,6 +27,7 @@ exact over the space and deterministic (ties: fewer parameters, then plan name).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -167,8 +168,11 @@ class _Acc:
     macs: int = 0
     ram: int = 0
     depth: int = 0
+    joins_pools: int = 0
 
-    def layer(self, weights: int, channels: int, macs: int, ram: int, spatial: bool, weighted: bool = True) -> _Acc:
+    def layer(
+        self, weights: int, channels: int, macs: int, ram: int, spatial: bool, weighted: bool = True, join: bool = False
+    ) -> _Acc:
         return _Acc(
             self.weights + weights,
             self.channels + channels,
@@ -177,10 +181,11 @@ class _Acc:
             self.macs + macs,
             max(self.ram, ram),
             self.depth + int(spatial),
+            self.joins_pools + int(join),
         )
 
     def model_bytes(self, reshapes: int = 0) -> int:
-        return model_bytes_formula(self.weights, self.channels, self.ops, self.weighted, reshapes)
+        return model_bytes_formula(self.weights, self.channels, self.ops, self.weighted, reshapes, self.joins_pools)
 
 
 @cache
@@ -223,13 +228,14 @@ def _block(acc: _Acc, w: int, h: int, c: int, f: int, block: str, sw: int, sh: i
     acc, _, _ = _conv(acc, w2, h2, f, f, _k(w2), _k(h2), 1, 1, extra_ram=x)  # x + o1 + o2
     if (sw, sh) != (1, 1) or c != f:
         acc, _, _ = _conv(acc, w, h, c, f, 1, 1, sw, sh, extra_ram=o)  # x + o2 + p
-    return acc.layer(0, 0, 0, 3 * o if (sw, sh) != (1, 1) or c != f else 2 * o + x, False, weighted=False), w2, h2
+    ram = 3 * o if (sw, sh) != (1, 1) or c != f else 2 * o + x
+    return acc.layer(0, 0, 0, ram, False, weighted=False, join=True), w2, h2
 
 
 def _pool(acc: _Acc, w: int, h: int, c: int) -> tuple[_Acc, int, int]:
     pw, ph = _down(w), _down(h)
     w2, h2 = _same_out(w, pw, pw), _same_out(h, ph, ph)
-    return acc.layer(0, 0, 0, w * h * c + w2 * h2 * c, False, weighted=False), w2, h2
+    return acc.layer(0, 0, 0, w * h * c + w2 * h2 * c, False, weighted=False, join=True), w2, h2
 
 
 def _stage(acc: _Acc, w: int, h: int, c: int, f: int, n: int, block: str, down: str, first: bool):
@@ -305,6 +311,7 @@ class _Search:
     down: str = "stride"
     heads: tuple[str, ...] = ("gap", "flatten")
     mac: int | None = None
+    blocks: tuple[str, ...] = BLOCKS
     visited: int = 0
     evaluated: int = 0
     pruned_budget: int = 0
@@ -345,8 +352,7 @@ class _Search:
         k = self.key(c)
         if len(self.kept) >= self.keep and k >= self.key(self.kept[-1]):
             return
-        self.kept.append(c)
-        self.kept.sort(key=self.key)
+        bisect.insort(self.kept, c, key=self.key)
         del self.kept[self.keep :]
 
     # --- the search -----------------------------------------------------------------------
@@ -457,7 +463,7 @@ class _Search:
         spec = self.spec
         self.mac = self.b.mac_limit
         self.heads = tuple(h for h in ("gap", "flatten") if h == "flatten" or self.limits.allows_op("global_avg_pool"))
-        for block in BLOCKS:
+        for block in self.blocks:
             needs = {"conv": ("conv2d",), "ds": ("conv2d", "depthwise_conv2d"), "res": ("conv2d", "add")}[block]
             if not all(self.limits.allows_op(op) for op in needs) or not self.limits.allows_kernel(3):
                 continue
@@ -500,10 +506,12 @@ def search(
     max_nodes: int | None = None,
     keep: int = 1,
     rank: str = "score",
+    blocks: tuple[str, ...] = BLOCKS,
 ) -> tuple[list[Candidate], SearchStats]:
     """The `keep` best candidates that meet the budgets (no budgets: any size), best first, by
     the objective (rank="score") or by the smallest model_bytes / peak_ram / macs; raises
-    SearchCapped after max_nodes (default MAX_SEARCH_NODES) stage prefixes."""
+    SearchCapped after max_nodes (default MAX_SEARCH_NODES) stage prefixes. `blocks` narrows
+    the block types (e.g. ("ds",) for a DS-CNN-like space)."""
     s = _Search(
         input_spec,
         classes,
@@ -512,6 +520,7 @@ def search(
         keep,
         MAX_SEARCH_NODES if max_nodes is None else max_nodes,
         rank,
+        blocks=blocks,
     )
     s.run()
     return s.kept, s.stats()
