@@ -33,7 +33,10 @@ INPUTS = {
 
 def _binding(p, budgets: Budgets) -> tuple[str, float]:
     """The budget the plan is closest to (the binding one) and its utilization."""
-    used = {"flash": p.memory.model_bytes / budgets.model_bytes, "RAM": p.memory.peak_ram_bytes / (budgets.ram_bytes or 1)}
+    used = {
+        "flash": p.memory.model_bytes / budgets.model_bytes,
+        "RAM": p.memory.peak_ram_bytes / (budgets.ram_bytes or 1),
+    }
     if budgets.mac_limit:
         used["MACs"] = p.analysis.macs / budgets.mac_limit
     name = max(used, key=lambda k: used[k])

@@ -96,7 +96,10 @@ class BuildResult:
             "budgets": {"model_bytes": b.model_bytes, "ram_bytes": b.ram_bytes, "macs": b.macs}
             | ({"latency_ms": b.latency_ms} if b.latency_ms is not None else {}),
             **(
-                {"predicted_latency_ms": round(a.macs / b.macs_per_ms, 3), "latency_model": "MACs / (MACs per cycle x clock)"}
+                {
+                    "predicted_latency_ms": round(a.macs / b.macs_per_ms, 3),
+                    "latency_model": "MACs / (MACs per cycle x clock)",
+                }
                 if b.macs_per_ms
                 else {}
             ),

@@ -22,7 +22,7 @@ stages are added, so a prefix over a budget is cut with everything below it; the
 width is found by bisection (every budget is monotone in it); a prefix whose optimistic score
 (objective.score of the most parameters, MACs and depth the remaining budget could buy) cannot
 beat the kept candidates is cut too. Objective: edgeconv/plan/objective.py. The result is
-exact over the space and deterministic (ties: fewer parameters, then plan name).
+exact over the space and deterministic (ties: fewer MACs, fewer parameters, then plan name).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class Candidate:
         return f"{stem}-{self.block}{down}-{stages}-{self.head}"
 
     def sort_key(self) -> tuple:
-        return (-round(self.score, 9), self.params, self.name)
+        return (-round(self.score, 9), self.macs, self.params, self.name)
 
 
 @dataclass(frozen=True)
@@ -319,7 +319,9 @@ class _Search:
 
     # --- budgets and bounds ---------------------------------------------------------------
     def within(self, acc: _Acc) -> bool:
-        return acc.model_bytes() <= self.b.model_bytes and _fits(acc.ram, self.b.ram_bytes) and _fits(acc.macs, self.mac)
+        return (
+            acc.model_bytes() <= self.b.model_bytes and _fits(acc.ram, self.b.ram_bytes) and _fits(acc.macs, self.mac)
+        )
 
     def key(self, c: Candidate) -> tuple:
         if self.rank == "score":
@@ -363,7 +365,11 @@ class _Search:
         self.evaluated += 1
         total, reshapes = _head(acc, w, h, c, self.classes, head)
         model_bytes = total.model_bytes(reshapes)
-        if model_bytes > self.b.model_bytes or not _fits(total.ram, self.b.ram_bytes) or not _fits(total.macs, self.mac):
+        if (
+            model_bytes > self.b.model_bytes
+            or not _fits(total.ram, self.b.ram_bytes)
+            or not _fits(total.macs, self.mac)
+        ):
             return None
         return total, model_bytes
 
@@ -469,11 +475,13 @@ class _Search:
                 continue
             if block != "conv" and not self.limits.allows_kernel(1):
                 continue
-            for down in DOWNSAMPLING:
-                if down == "pool" and not self.limits.allows_op("max_pool"):
-                    continue
-                if down == "stride" and not self.limits.allows_stride(2):
-                    continue
+            modes = [
+                d
+                for d in DOWNSAMPLING
+                if (d == "pool" and self.limits.allows_op("max_pool"))
+                or (d == "stride" and self.limits.allows_stride(2))
+            ] or ["stride"]
+            for down in modes:
                 self.block, self.down = block, down
                 for kw, kh, sw, sh in _stems(spec, self.limits):
                     stem = (kw, kh, sw, sh)
@@ -485,8 +493,9 @@ class _Search:
                             continue
                         # stage 1 at the stem's resolution: its width is the stem's (x1 or x2
                         # when it is the last stage), its blocks follow
-                        for n in reversed(LAST_STAGE_BLOCKS):
-                            self.last_stage(acc, w, h, c0, c0, c0, n, stem, (), (), True)
+                        if down == modes[0]:  # a one-stage network does not downsample
+                            for n in reversed(LAST_STAGE_BLOCKS):
+                                self.last_stage(acc, w, h, c0, c0, c0, n, stem, (), (), True)
                         for n in reversed(BLOCKS_PER_STAGE):
                             s_acc, w2, h2 = _stage(acc, w, h, c0, c0, n, block, down, True)
                             if not self.within(s_acc):
@@ -571,7 +580,10 @@ def candidate_model(c: Candidate, input_spec: InputSpec, classes: int) -> Model:
     layers += [Dense("fc", classes, inputs=(prev,)), Softmax("softmax")]
     w0, h0, c0 = input_spec.shape
     return chain(
-        f"plan_{c.name}", input_spec, layers, description=f"planned for {w0}x{h0}x{c0} input, {classes} classes: {c.name}"
+        f"plan_{c.name}",
+        input_spec,
+        layers,
+        description=f"planned for {w0}x{h0}x{c0} input, {classes} classes: {c.name}",
     )
 
 
@@ -607,7 +619,11 @@ def _infeasible_message(input_spec: InputSpec, classes: int, budgets: Budgets, l
             if found:
                 least = found[0]
                 advice = f"use --macs {least.macs} or more"
-                if budgets.latency_macs is not None and budgets.macs_per_ms and budgets.mac_limit == budgets.latency_macs:
+                if (
+                    budgets.latency_macs is not None
+                    and budgets.macs_per_ms
+                    and budgets.mac_limit == budgets.latency_macs
+                ):
                     ms = math.ceil(least.macs / budgets.macs_per_ms * 10) / 10
                     advice = f"use --latency {ms:g}ms or more"
                 return f"{head}; the plan with the fewest MACs needs {least.macs:,} ({least.name}); {advice}"
@@ -670,7 +686,9 @@ def plan(
     best = feasible[0]
     model = candidate_model(best, input_spec, classes)
     analysis = analyze(model)
-    return Plan(model, analysis, estimate(analysis, ram_model), best, budgets, tuple(feasible[1 : 1 + top]), SearchStats(*total))
+    return Plan(
+        model, analysis, estimate(analysis, ram_model), best, budgets, tuple(feasible[1 : 1 + top]), SearchStats(*total)
+    )
 
 
 def _astuple(s: SearchStats) -> tuple[int, int, int, int]:
