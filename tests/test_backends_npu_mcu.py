@@ -1,7 +1,8 @@
 """npu (onnxruntime-qnn, HTP emulator) and mcu (TFLite Micro) backends on real build folders.
 
-npu: the cross-family policy against the golden "ort_cpu" (fp32 family; HTP rounds its own
-way): min(requantizing layers, 3) LSB at the logits, the softmax checked on the NPU's own logits. mcu: 0 LSB vs the golden "tflm".
+npu: against its own family's golden "qnn_htp" (quant/htp.py): each layer on the NPU's own inputs
+0 LSB at exact ops, the recorded bound at bounded ones; end to end min(bounded layers, 3) LSB at
+the logits, the softmax checked on the NPU's own logits. mcu: 0 LSB vs the golden "tflm".
 Arena: arena.predict_arena_bytes is never below the TFLM measurement and within 10% of it.
 """
 
@@ -76,24 +77,24 @@ def npu():
 
 
 @pytest.mark.parametrize("model_id", MODEL_IDS)
-def test_npu_output_follows_the_cross_family_policy(npu, builds, model_id):
-    """min(requantizing layers, 3) LSB at the logits; the softmax on the NPU's own logits
-    within head_lsb of the golden softmax (parity.policy)."""
-    from edgeconv.parity.policy import allowed_lsb, requantizing_layers, softmax_head_checks
+def test_npu_output_follows_the_end_to_end_policy(npu, builds, model_id):
+    """min(bounded layers, 3) LSB at the logits vs the qnn_htp golden; the softmax on the NPU's
+    own logits within head_lsb of the golden softmax (parity.policy)."""
+    from edgeconv.parity.policy import end_to_end_allowance, softmax_head_checks
 
     build, tol = builds[model_id], npu.target.tolerance
     analysis, out = build.analysis, build.analysis.model.output
     got = npu.run(build, _inputs(build, "uint8"))
     assert got.dtype == np.uint8
-    expected = golden.run_int8(analysis, build.qparams, _inputs(build, "int8"), "ort_cpu", keep_all=True)
+    expected = golden.run_int8(analysis, build.qparams, _inputs(build, "int8"), "qnn_htp", keep_all=True)
     assert got.shape == expected[out].shape
     logits = analysis.layers[-1].inputs[0]
     layers = npu.run_layers(build, _inputs(build, "uint8"), [logits, out])
     np.testing.assert_array_equal(layers[out], got)
-    allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis, logits))
+    allowed = end_to_end_allowance(tol.lsb_policy, tol.max_lsb_vs_golden, analysis, "qnn_htp", logits)
     checks = softmax_head_checks(
         "npu",
-        "ort_cpu",
+        "qnn_htp",
         logits,
         expected[logits],
         to_int8_convention(layers[logits]),
@@ -109,25 +110,21 @@ def test_npu_output_follows_the_cross_family_policy(npu, builds, model_id):
 
 
 @pytest.mark.parametrize("model_id", ["resnet8", MODEL_IDS[-1]])
-def test_npu_run_layers_within_tolerance(npu, builds, model_id):
+def test_npu_every_layer_within_its_op_bound(npu, builds, model_id):
+    """Each layer on the NPU's own inputs vs the qnn_htp golden op (parity.run.per_layer_rows):
+    0 LSB at exact ops (dense, max_pool), at most the BOUNDED_OPS bound at the others."""
+    from edgeconv.parity.run import per_layer_rows
+
     build = builds[model_id]
     names = [layer.name for layer in build.analysis.model.layers]
-    got = npu.run_layers(build, _inputs(build, "uint8"), names)
-    expected = golden.run_int8(build.analysis, build.qparams, _inputs(build, "int8"), "ort_cpu", keep_all=True)
-    worst = {name: lsb(to_int8_convention(got[name]), expected[name]) for name in names}
-    print(f"npu {model_id} per layer: {worst}")
-    cap = npu.target.tolerance.max_lsb_vs_golden
-    ops = {layer.name: layer.op for layer in build.analysis.model.layers}
-    first_add = next((i for i, n in enumerate(names) if ops[n] == "add"), len(names))
-    before_add = {n: worst[n] for n in names[:first_add]}
-    assert max(before_add.values()) <= cap, before_add
-    over = {n: d for n, d in worst.items() if d > cap}
-    if over:
-        # measured: QNN HTP's quantized Add (residual joins) rounds differently from the fp32
-        # golden; the difference grows through the later residual stages of resnet8 (5..8 LSB
-        # at s2_add..s3_add with 2 samples) and shrinks again after the pool, so the logits
-        # stay within the cap. A known runtime discrepancy, listed in the README.
-        pytest.xfail(f"QNN HTP exceeds {cap} LSB at intermediate layers after an add: {over}")
+    got = {k: to_int8_convention(v) for k, v in npu.run_layers(build, _inputs(build, "uint8"), names).items()}
+    want = golden.run_int8(build.analysis, build.qparams, _inputs(build, "int8"), "qnn_htp", keep_all=True)
+    rows, divergence = per_layer_rows(build, npu.target, got, want, "qnn_htp")
+    print(f"npu {model_id} per layer: {[(r['layer'], r['max_lsb'], r['allowed']) for r in rows]}")
+    assert len(rows) == len(names) and divergence is None, divergence
+    for r in rows:
+        assert r["allowed"] == golden.op_bound("qnn_htp", r["op"])
+    assert any(r["allowed"] == 0 for r in rows), "an exact op (dense) is held to 0 LSB"
 
 
 def test_npu_float_runs_in_fp16(npu, builds):

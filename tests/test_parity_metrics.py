@@ -71,7 +71,7 @@ def test_sqnr_and_top1_floors_at_and_just_past():
 
 def test_golden_per_target():
     assert golden_runtime("cpu", "fp32") == "ort_cpu"
-    assert golden_runtime("npu", "htp") == "ort_cpu"
+    assert golden_runtime("npu", "htp") == "qnn_htp"
     assert golden_runtime("mcu", "tflite") == "tflm"
     assert golden_runtime("arm", "fp32", "xnnpack") == "litert_xnnpack"
     assert golden_runtime("arm", "tflite", "reference") == "litert_ref"

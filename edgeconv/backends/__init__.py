@@ -105,6 +105,16 @@ def get_backend(target: Target) -> Backend:
     return module.create(target)
 
 
+def runtime_pins(target: Target) -> dict[str, str]:
+    """Numerics-relevant versions the installed runtime reports beyond its package version
+    (the npu's QNN SDK), from the backend module's `runtime_pins()` when it has one."""
+    if target.backend not in REGISTRY:
+        return {}
+    module = importlib.import_module(REGISTRY[target.backend])
+    pins = getattr(module, "runtime_pins", None)
+    return pins() if pins is not None else {}
+
+
 def require(backend: Backend) -> Backend:
     """The backend, or MissingRuntime (exit 2) saying what to install."""
     reason = backend.unavailable()

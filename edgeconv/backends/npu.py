@@ -45,7 +45,9 @@ EP_NAME = "QNNExecutionProvider"
 # QNN SoC model ids of a reference SoC per HTP architecture (SM8350, SM8450, SM8550, SM8650, SM8750)
 SOC_FOR_HTP_ARCH = {"68": "30", "69": "36", "73": "43", "75": "57", "79": "69"}
 PINNED_DEFAULTS = {"offload_graph_io_quantization": "0", "htp_graph_finalization_optimization_mode": "0"}
-SESSION_ONLY_OPTIONS = ("disable_cpu_ep_fallback",)
+# profile options that are no QNN provider option: a session config entry, or a pin checked
+# against the installed wheel (qnn_sdk: the QNN SDK version the qnn_htp golden was measured on)
+SESSION_ONLY_OPTIONS = ("disable_cpu_ep_fallback", "qnn_sdk")
 _REGISTERED = False
 
 
@@ -265,6 +267,17 @@ class NpuBackend:
         )
         out = build.analysis.model.output
         return self._run_batches(sess, x, [out])[out]
+
+
+def runtime_pins() -> dict[str, str]:
+    """What the installed onnxruntime-qnn wheel carries: the QNN SDK version its libQnnHtp.so
+    was built from (build_and_package_info.qnn_version, e.g. 2.51.0 in onnxruntime-qnn 2.7.0)."""
+    try:
+        from onnxruntime_qnn import build_and_package_info as info
+    except ImportError:
+        return {}
+    version = getattr(info, "qnn_version", None)
+    return {"qnn_sdk": str(version)} if version else {}
 
 
 def create(target: Target) -> NpuBackend:

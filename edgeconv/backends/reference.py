@@ -12,9 +12,8 @@ from edgeconv.core import reference
 from edgeconv.plan.targets import Target
 from edgeconv.quant.golden import FAMILIES, run_int8
 
-# the golden runtime emulated for each rounding family; "htp" has no bit-exact golden and is
-# compared against the fp32 family within the target's tolerance
-GOLDEN_RUNTIME = {"tflite": FAMILIES["tflite"], "fp32": FAMILIES["fp32"], "htp": FAMILIES["fp32"]}
+# the golden runtime emulated for each rounding family (htp: qnn_htp, quant/htp.py)
+GOLDEN_RUNTIME = {"tflite": FAMILIES["tflite"], "fp32": FAMILIES["fp32"], "htp": FAMILIES["htp"]}
 
 
 class ReferenceBackend:

@@ -3,7 +3,8 @@
 A .tflite runs on LiteRT (float32, reference-free default resolver), an .onnx on ONNX
 Runtime's CPU EP with graph optimizations off (the reference wants the model as written).
 Inputs are the float NHWC samples parity uses; an ONNX model whose input is N, C, H, W (every
-PyTorch export) gets them transposed. Outputs come back as (N, -1) float32.
+PyTorch export) gets them transposed, and its 4-D outputs are read back as N, H, W, C. Outputs
+come back as (N, -1) float32, flattened in the IR's order.
 """
 
 from __future__ import annotations
@@ -64,7 +65,17 @@ def run_source(path: str | Path, x: np.ndarray) -> np.ndarray:
         except Exception as err:  # ORT raises its own exception types
             raise InputError(f"--source {path}: ONNX Runtime cannot load it ({str(err).splitlines()[0]})") from None
         inp = sess.get_inputs()[0]
-        feed = x.transpose(0, 3, 1, 2) if _nchw(inp.shape, x.shape[1:]) else x
-        ys = [sess.run(None, {inp.name: np.ascontiguousarray(feed[i : i + 1])})[0].reshape(-1) for i in range(len(x))]
+        nchw = _nchw(inp.shape, x.shape[1:])
+        feed = x.transpose(0, 3, 1, 2) if nchw else x
+
+        def nhwc(y: np.ndarray) -> np.ndarray:
+            # an NCHW model's spatial output flattened in the IR's H, W, C order (a conv-only
+            # model's output would otherwise be compared channel-major against H, W, C)
+            return y.transpose(0, 2, 3, 1) if nchw and y.ndim == 4 else y
+
+        ys = [
+            nhwc(sess.run(None, {inp.name: np.ascontiguousarray(feed[i : i + 1])})[0]).reshape(-1)
+            for i in range(len(x))
+        ]
         return np.asarray(ys, np.float32)
     raise InputError(f"--source {path}: expected a .tflite or .onnx model, got {suffix or 'no extension'!r}")

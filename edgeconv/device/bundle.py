@@ -78,7 +78,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 GOLDENS = {
     "arm": ("litert_xnnpack", "litert_builtin", "litert_ref"),
     "cpu": ("ort_cpu",),
-    "npu": ("ort_cpu",),
+    "npu": ("qnn_htp", "ort_cpu"),  # its own family; ort_cpu for the informational cross-family figure
     "mcu": ("tflm",),
 }
 RUNTIME_KIND = {"arm": "litert", "cpu": "onnxruntime", "npu": "onnxruntime_qnn", "mcu": "tflite_micro"}
@@ -128,8 +128,14 @@ def bundle_files(build, target, x: np.ndarray, input_source: str) -> dict[str, b
     """Every member of the bundle of `build` for `target`, on float inputs x (N x H x W x C)."""
     from edgeconv import __version__
     from edgeconv.core import reference
-    from edgeconv.parity.policy import allowed_lsb, golden_runtime, requantizing_layers, splits_softmax_head
-    from edgeconv.parity.run import _is_classifier, target_dtype
+    from edgeconv.parity.policy import (
+        allowed_lsb,
+        bounded_layers,
+        golden_runtime,
+        requantizing_layers,
+        splits_softmax_head,
+    )
+    from edgeconv.parity.run import _is_classifier, target_dtype, target_pins
     from edgeconv.quant.golden import run_int8
     from edgeconv.quant.quantize import quantize_input
 
@@ -156,7 +162,7 @@ def bundle_files(build, target, x: np.ndarray, input_source: str) -> dict[str, b
     # across rounding families a softmax head is judged on the device's own logits (see
     # parity.policy), so the bundled artifact also outputs the logits: the build's artifact
     # with one more graph output (export.expose), its own hash recorded in the manifest
-    split_head = splits_softmax_head(build.analysis, target.tolerance.lsb_policy)
+    split_head = splits_softmax_head(build.analysis, target.tolerance.lsb_policy, golden)
     logits = build.analysis.layers[-1].inputs[0] if split_head else None
     if split_head:
         from edgeconv.export.expose import onnx_with_outputs, tflite_with_outputs
@@ -177,15 +183,18 @@ def bundle_files(build, target, x: np.ndarray, input_source: str) -> dict[str, b
             files[expected_name(variant, logits)] = npy_bytes(golden_all[logits])
     tol = target.tolerance
     n_requant = requantizing_layers(build.analysis)
+    n_bounded = bounded_layers(build.analysis, golden)
     head = None
     if logits is not None:
         logits_tq = build.qparams.activations[logits]
         n_logits = requantizing_layers(build.analysis, logits)
+        n_bounded_logits = bounded_layers(build.analysis, golden, logits)
         head = {
             "logits": logits,
             "file": f"output_{logits}.npy",
             "requantizing_layers": n_logits,
-            "allowed_lsb": allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, n_logits),
+            "bounded_layers": n_bounded_logits,
+            "allowed_lsb": allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, n_logits, n_bounded_logits),
             "head_lsb": tol.head_lsb,
             "logits_scale": list(logits_tq.scale),
             "logits_zero_point_int8": list(logits_tq.zero_point),
@@ -196,7 +205,8 @@ def bundle_files(build, target, x: np.ndarray, input_source: str) -> dict[str, b
             "lsb_policy": tol.lsb_policy,
             "max_lsb_vs_golden": tol.max_lsb_vs_golden,
             "requantizing_layers": n_requant,
-            "allowed_lsb": allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, n_requant),
+            "bounded_layers": n_bounded,
+            "allowed_lsb": allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, n_requant, n_bounded),
             "min_sqnr_db": tol.min_sqnr_db,
             "min_top1_agreement": tol.min_top1_agreement,
             "classifier": _is_classifier(build),
@@ -236,6 +246,7 @@ def bundle_files(build, target, x: np.ndarray, input_source: str) -> dict[str, b
         },
         "golden": golden,
         "goldens": list(GOLDENS[target.backend]),
+        "pins": target_pins(target),  # what the golden's numerics depend on (htp_arch, soc_model, QNN SDK, ...)
         "input": {
             "file": INPUTS,
             "dtype": str(x_q.dtype),
@@ -507,6 +518,10 @@ def _tolerance_problem(t: object) -> str | None:
     n = t.get("requantizing_layers")
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 100_000:
         return f"field 'requantizing_layers': expected an integer 0-100000, got {n!r}"
+    for where in (t, t.get("head") or {}):  # optional (bundles before the qnn_htp golden lack it)
+        b = where.get("bounded_layers", 0) if isinstance(where, dict) else 0
+        if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b <= 100_000:
+            return f"field 'bounded_layers': expected an integer 0-100000, got {b!r}"
     if not isinstance(t.get("classifier"), bool):
         return f"field 'classifier': expected true or false, got {t.get('classifier')!r}"
     head = t.get("head")

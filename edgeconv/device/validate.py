@@ -396,7 +396,9 @@ def judge(
     fstats = metrics.float_stats(ref, y.reshape(ref.shape), classifier)
     # the allowance: the installed profile's policy and cap; the bundle only says how many layers
     # requantize, and min(count, cap) cannot exceed the profile's cap
-    allowed = allowed_lsb(ptol.lsb_policy, ptol.max_lsb_vs_golden, int(tol["requantizing_layers"]))
+    allowed = allowed_lsb(
+        ptol.lsb_policy, ptol.max_lsb_vs_golden, int(tol["requantizing_layers"]), int(tol.get("bounded_layers", 0))
+    )
     if tol.get("head"):
         head = tol["head"]
         logits_tq = TensorQuant(tuple(head["logits_scale"]), tuple(head["logits_zero_point_int8"]))
@@ -417,7 +419,12 @@ def judge(
             logits_tq,
             got,
             m["output"]["name"],
-            allowed_lsb(ptol.lsb_policy, ptol.max_lsb_vs_golden, int(head["requantizing_layers"])),
+            allowed_lsb(
+                ptol.lsb_policy,
+                ptol.max_lsb_vs_golden,
+                int(head["requantizing_layers"]),
+                int(head.get("bounded_layers", 0)),
+            ),
             int(ptol.head_lsb),
             int(lstats["max_lsb"]),
         )

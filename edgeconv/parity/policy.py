@@ -1,9 +1,13 @@
 """The tolerance policy: which differences a target may show and still pass.
 
 - LSB against the int8 golden reference of the target's rounding family: exact (0 LSB) where
-  the runtime belongs to that family; otherwise (another family, or the QNN HTP emulator)
-  at most min(number of requantizing layers, cap) LSB, cap = 3 by default — rounding
-  differences of up to 1 LSB per requantizing layer, bounded.
+  the runtime belongs to that family, op by op: a golden that bounds an op instead of matching
+  it (quant.golden.BOUNDED_OPS: qnn_htp's add, pools, softmax) allows that bound at that op
+  only, every other op stays at 0. End to end (device bundles, `--layers output`, where no
+  layer is fed the target's own inputs) a path through bounded ops allows
+  min(bounded layers on the path, cap). Across families ("cross_family", a profile judged
+  against another family's golden) at most min(number of requantizing layers, cap) LSB,
+  cap = 3 by default — rounding differences of up to 1 LSB per requantizing layer, bounded.
 - Across families, a model ending in softmax is bounded at its logits (the softmax input), and
   the softmax is checked on the target's own logits with at most `head_lsb` LSB: softmax turns a
   1-LSB logit difference into several LSB of probability, so LSB at its output say nothing
@@ -34,7 +38,7 @@ import numpy as np
 from edgeconv.core.graph import Analysis, LayerInfo
 from edgeconv.core.ir import Softmax
 from edgeconv.parity import metrics
-from edgeconv.quant.golden import run_layer
+from edgeconv.quant.golden import BOUNDED_OPS, op_bound, run_layer
 from edgeconv.quant.params import QuantParams, TensorQuant
 from edgeconv.quant.quantize import SOFTMAX_QUANT
 
@@ -52,12 +56,38 @@ def requantizing_layers(analysis: Analysis, upto: str | None = None) -> int:
     return count
 
 
-def allowed_lsb(policy: str, cap: int, n_requantizing: int) -> int:
+def bounded_layers(analysis: Analysis, golden: str, upto: str | None = None) -> int:
+    """Layers on the way to `upto` (inclusive; default the whole model) whose op the golden
+    `golden` bounds rather than matches exactly (quant.golden.BOUNDED_OPS)."""
+    count = 0
+    for info in analysis.layers:
+        count += op_bound(golden, info.op) > 0
+        if info.name == upto:
+            break
+    return count
+
+
+def allowed_lsb(policy: str, cap: int, n_requantizing: int, n_bounded: int = 0) -> int:
+    """End-to-end allowance: exact 0, or min(bounded layers, cap) when the golden bounds some op
+    on the path; cross_family min(requantizing layers, cap)."""
     if policy == "exact":
-        return 0
+        return min(n_bounded, cap)
     if policy == "cross_family":
         return min(n_requantizing, cap)
     raise ValueError(f"tolerance policy: expected 'exact' or 'cross_family', got {policy!r}")
+
+
+def end_to_end_allowance(policy: str, cap: int, analysis: Analysis, golden: str, upto: str | None = None) -> int:
+    return allowed_lsb(policy, cap, requantizing_layers(analysis, upto), bounded_layers(analysis, golden, upto))
+
+
+def layer_allowance(policy: str, layer_lsb: int, golden: str, op: str) -> int:
+    """LSB one layer fed with the target's own inputs may differ from the golden op: in the
+    golden's own family 0, or the bound the golden records for that op (BOUNDED_OPS); across
+    families the profile's `layer_lsb`."""
+    if policy == "exact":
+        return op_bound(golden, op)
+    return layer_lsb
 
 
 DEPLOYMENT, QUALITY, SOURCE = "deployment", "quality", "source"
@@ -68,6 +98,7 @@ CHECK_KINDS = {
     "lsb_vs_golden": DEPLOYMENT,
     "lsb_every_layer": DEPLOYMENT,
     "softmax_head": DEPLOYMENT,
+    "runtime_pins": DEPLOYMENT,
     "sqnr_logits": QUALITY,
     "sqnr_vs_float": QUALITY,
     "top1_vs_float": QUALITY,
@@ -173,24 +204,29 @@ def golden_runtime(backend: str, rounding: str, kernels: str | None = None) -> s
     """The golden-reference variant (quant.golden runtime name) a target is compared with.
 
     cpu: ONNX Runtime's own integer kernels (fp32 family); arm: the LiteRT kernels selected in
-    the profile; mcu: TFLM (tflite family); npu: the same QDQ graph's fp32 golden (HTP has no
-    bit-exact model, hence the cross-family policy).
+    the profile; mcu: TFLM (tflite family); npu: the QNN HTP family (quant/htp.py), exact per
+    op except the ops it bounds (quant.golden.BOUNDED_OPS).
     """
-    if backend in ("cpu", "npu"):
+    if backend == "cpu":
         return "ort_cpu"
+    if backend == "npu":
+        return "qnn_htp"
     if backend == "arm":
         return {"xnnpack": "litert_xnnpack", "builtin": "litert_builtin", "reference": "litert_ref"}[
             kernels or "xnnpack"
         ]
     if backend in ("mcu", "mcu_qemu"):  # TFLM on the host or as Cortex-M firmware: tflite family
         return "tflm"
-    return {"tflite": "litert_ref", "fp32": "litert_xnnpack"}.get(rounding, "litert_xnnpack")
+    return {"tflite": "litert_ref", "fp32": "litert_xnnpack", "htp": "qnn_htp"}.get(rounding, "litert_xnnpack")
 
 
-def splits_softmax_head(analysis: Analysis, lsb_policy: str) -> bool:
-    """Across rounding families a softmax head is checked on its own (see the module docstring):
-    the LSB bound applies to its logits, and the softmax to the target's own logits."""
-    return lsb_policy == "cross_family" and analysis.layers[-1].op == "softmax"
+def splits_softmax_head(analysis: Analysis, lsb_policy: str, golden: str | None = None) -> bool:
+    """Across rounding families, or when the golden bounds softmax rather than matching it, a
+    softmax head is checked on its own (see the module docstring): the LSB bound applies to
+    its logits, and the softmax to the target's own logits."""
+    if analysis.layers[-1].op != "softmax":
+        return False
+    return lsb_policy == "cross_family" or (golden is not None and "softmax" in BOUNDED_OPS.get(golden, {}))
 
 
 def softmax_head_checks(

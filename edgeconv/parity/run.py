@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgeconv.artifacts.folder import BuiltModel, to_int8_convention
-from edgeconv.backends import get_backend, require
+from edgeconv.backends import get_backend, require, runtime_pins
 from edgeconv.core import reference
 from edgeconv.core.ir import INPUT
 from edgeconv.parity import metrics
@@ -18,12 +18,13 @@ from edgeconv.parity.policy import (
     KINDS,
     Check,
     accuracy_check,
-    allowed_lsb,
+    bounded_layers,
+    end_to_end_allowance,
     exit_code,
     golden_runtime,
+    layer_allowance,
     layers_check,
     lsb_check,
-    requantizing_layers,
     softmax_head_checks,
     splits_softmax_head,
     sqnr_check,
@@ -142,13 +143,6 @@ def _is_classifier(build: BuiltModel) -> bool:
     return info.op in ("softmax", "dense") and info.out_shape[2] > 1
 
 
-def layer_allowance(target: Target) -> int:
-    """LSB a layer may differ from the golden op fed with the target's own inputs to it: 0 in
-    the golden's own family, the profile's `layer_lsb` (1) across families."""
-    tol = target.tolerance
-    return 0 if tol.lsb_policy == "exact" else tol.layer_lsb
-
-
 def per_layer_rows(
     build: BuiltModel,
     target: Target,
@@ -182,13 +176,11 @@ def per_layer_rows(
                 local = chain  # the same inputs as the golden chain: the same golden output
             else:
                 local = metrics.lsb_stats(run_layer(layer, info, args, build.qparams, golden), target_out)
-            row.update(allowed=layer_allowance(target), **local)
+            tol = target.tolerance
+            row.update(allowed=layer_allowance(tol.lsb_policy, tol.layer_lsb, golden, info.op), **local)
         else:
-            allowed = allowed_lsb(
-                target.tolerance.lsb_policy,
-                target.tolerance.max_lsb_vs_golden,
-                requantizing_layers(analysis, info.name),
-            )
+            tol = target.tolerance
+            allowed = end_to_end_allowance(tol.lsb_policy, tol.max_lsb_vs_golden, analysis, golden or "", info.name)
             row.update(allowed=allowed, **chain)
         row.update(chain_max_lsb=chain["max_lsb"], chain_share_differing=chain["share_differing"])
         rows.append(row)
@@ -226,6 +218,29 @@ class Floors:
         )
 
 
+def declared_grids(build: BuiltModel, target: Target, names: Sequence[str]) -> dict[str, int]:
+    """Layers whose tensor the artifact declares on the build's scale but another zero point:
+    {layer: zero point shift (artifact − build), int8 convention}. A zero point moved for both
+    the producer and the consumer of a tensor represents the same real values, so parity
+    compares such a tensor on the build's grid (q − shift), and only clamping can differ."""
+    from edgeconv.export.tamper import activation_quant
+
+    kind = target.artifact
+    try:
+        data = build.artifact(kind).read_bytes()
+    except (KeyError, OSError):
+        return {}
+    declared = activation_quant(data, kind, {n: build.tensor_name(kind, n) for n in names})
+    shifts = {}
+    for name, (scale, zp) in declared.items():
+        tq = build.qparams.activations.get(name)
+        if tq is None or len(tq.scale) != 1:
+            continue
+        if np.float32(scale) == np.float32(tq.scale[0]) and zp != tq.zero_point[0]:
+            shifts[name] = zp - tq.zero_point[0]
+    return shifts
+
+
 def logits_layer(build: BuiltModel) -> str | None:
     """The softmax input of a model that ends in softmax (quality is measured there), else None."""
     last = build.analysis.layers[-1]
@@ -240,11 +255,13 @@ def check_target(
     per_layer: bool = True,
     floors: Floors | None = None,
     labels: np.ndarray | None = None,
+    feed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> TargetResult:
     """Deployment checks (LSB vs the target's golden at the output and, by default, at every
     layer the artifact exposes) and quality checks (SQNR at the logits and the output, top-1,
     accuracy with labels). `float_out` is the float reference's output, or all its tensors
-    (reference.run keep_all), which the logits SQNR needs."""
+    (reference.run keep_all), which the logits SQNR needs. `feed` (bug catalogue): what the
+    application does to the quantized input bytes before the target sees them."""
     backend = require(get_backend(target))
     analysis, tol = build.analysis, target.tolerance
     dtype = target_dtype(build, target)
@@ -252,14 +269,21 @@ def check_target(
     x_q, x_q_int8 = quantize_input(x, in_tq, dtype), quantize_input(x, in_tq, "int8")
     golden = golden_runtime(target.backend, target.rounding, target.option("kernels"))
     output = analysis.model.output
-    split_head = splits_softmax_head(analysis, tol.lsb_policy)
+    split_head = splits_softmax_head(analysis, tol.lsb_policy, golden)
     logits = logits_layer(build)
     float_all = float_out if isinstance(float_out, dict) else {output: float_out}
+    x_fed = feed(x_q) if feed is not None else x_q
     start = time.perf_counter()
-    out_q = to_int8_convention(backend.run(build, x_q))  # the artifact as deployed, nothing exposed
+    out_q = to_int8_convention(backend.run(build, x_fed))  # the artifact as deployed, nothing exposed
     seconds = time.perf_counter() - start
     names = [info.name for info in analysis.layers] if per_layer else [n for n in (logits,) if n]
-    got = {k: to_int8_convention(v) for k, v in backend.run_layers(build, x_q, names).items()} if names else {}
+    got = {k: to_int8_convention(v) for k, v in backend.run_layers(build, x_fed, names).items()} if names else {}
+    shifts = declared_grids(build, target, sorted(set(names) | {output}))
+    for name, shift in shifts.items():  # tensors the file declares with a moved zero point
+        if name in got:
+            got[name] = got[name].astype(np.int32) - shift
+    if output in shifts:
+        out_q = out_q.astype(np.int32) - shifts[output]
     want_all = run_int8(analysis, build.qparams, x_q_int8, golden, keep_all=True)
     want = want_all[output]
     out_q = out_q.reshape(want.shape)
@@ -268,16 +292,16 @@ def check_target(
     fstats = metrics.float_stats(float_all[output], dequantize(out_q, out_tq, "int8"), classifier)
     lstats = metrics.lsb_stats(want, out_q)
     # -- deployment --------------------------------------------------------------------------
-    # in the golden's own family the output must match end to end; across families rounding
-    # differences accumulate with depth, so the gate is every layer on its own inputs (below)
-    # and the end-to-end LSB are reported for information
+    # in the golden's own family, with every op on the path exact, the output must match end to
+    # end; across families, or through ops the golden only bounds (qnn_htp's add, pools,
+    # softmax), differences accumulate with depth, so the gate is every layer on its own inputs
+    # (below) and the end-to-end LSB are reported for information
     checks = []
-    if tol.lsb_policy == "exact":
-        allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis))
-        checks.append(lsb_check(target.name, lstats["max_lsb"], allowed, f"{golden} golden reference"))
-    elif not per_layer:  # output only, across families: the logits bound and the softmax head
+    if tol.lsb_policy == "exact" and bounded_layers(analysis, golden) == 0:
+        checks.append(lsb_check(target.name, lstats["max_lsb"], 0, f"{golden} golden reference"))
+    elif not per_layer:  # output only: the logits bound and the softmax head
         if split_head and logits is not None:
-            allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis, logits))
+            allowed = end_to_end_allowance(tol.lsb_policy, tol.max_lsb_vs_golden, analysis, golden, logits)
             checks += softmax_head_checks(
                 target.name,
                 golden,
@@ -292,7 +316,7 @@ def check_target(
                 lstats["max_lsb"],
             )
         else:
-            allowed = allowed_lsb(tol.lsb_policy, tol.max_lsb_vs_golden, requantizing_layers(analysis))
+            allowed = end_to_end_allowance(tol.lsb_policy, tol.max_lsb_vs_golden, analysis, golden)
             checks.append(lsb_check(target.name, lstats["max_lsb"], allowed, f"{golden} golden reference"))
     rows: list[dict] = []
     divergence: LayerDivergence | None = None
@@ -333,6 +357,7 @@ def run_parity(
     floors: Floors | None = None,
     labels: np.ndarray | None = None,
     source: str | None = None,
+    feed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> ParityReport:
     """Every target on x. per_layer (default): the deployment check covers every layer the
     artifact exposes, not only the output. `source`: a source model file (.onnx / .tflite)
@@ -359,8 +384,11 @@ def run_parity(
     for target in targets:
         if progress:
             progress(f"{target.name}: running {len(x)} samples")
-        result = check_target(build, target, x, float_all, per_layer, floors, labels)
+        result = check_target(build, target, x, float_all, per_layer, floors, labels, feed)
         result.pins = target_pins(target)
+        pinned = pin_check(target, result.pins)
+        if pinned is not None:
+            result.checks.append(pinned)
         results.append(result)
     pairwise = []
     for i, a in enumerate(results):
@@ -402,4 +430,26 @@ def target_pins(target: Target) -> dict:
     for key in ("htp_arch", "soc_model", "qnn_sdk", "kernels"):
         if target.option(key) is not None:
             pins[key] = str(target.option(key))
+    installed = runtime_pins(target)
+    if installed.get("qnn_sdk"):
+        pins["qnn_sdk_installed"] = installed["qnn_sdk"]
     return pins
+
+
+def pin_check(target: Target, pins: dict) -> Check | None:
+    """A deployment check that the installed runtime is the one the target's golden was measured
+    on (the profile's `qnn_sdk` pin against the wheel's QNN SDK), or None when nothing is pinned."""
+    pinned, installed = pins.get("qnn_sdk"), pins.get("qnn_sdk_installed")
+    if pinned is None or installed is None:
+        return None
+    ok = pinned == installed
+    return Check(
+        target.name,
+        "runtime_pins",
+        ok,
+        None,
+        None,
+        f"QNN SDK {installed} installed"
+        + ("" if ok else f", but the {golden_runtime(target.backend, target.rounding)} golden was measured on {pinned}")
+        + f" (profile pin qnn_sdk = {pinned})",
+    )

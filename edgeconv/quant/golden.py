@@ -15,8 +15,16 @@ runtime:
   "ort_cpu"         ONNX Runtime CPU on the uint8 QDQ ONNX (onnx_qdq.build_qdq_onnx), with
                     session.x64quantprecision=1. The golden stays in the int8 convention:
                     compare ort_output.astype(int) − 128.
+  "qnn_htp"         ONNX Runtime's QNN EP, HTP backend (the x86_64 emulator, htp_arch 73,
+                    QNN SDK 2.51.0 in onnxruntime-qnn 2.7.0) on the same uint8 QDQ ONNX:
+                    quant/htp.py's integer steps; ops not bit-exact are bounded per op
+                    (BOUNDED_OPS, from htp.KNOWN_HTP_DEVIATIONS).
 
 FAMILIES maps a rounding family of DESIGN.md §5 to the runtime whose kernels are its golden.
+
+BOUNDED_OPS records, per runtime, the IR ops its golden does not reproduce bit-exactly and the
+LSB bound measured for each (the op fed with the runtime's own inputs); every other op of that
+runtime is exact. Only qnn_htp has entries; parity.policy allows each bound at that op only.
 
 KNOWN_MODEL_DEVIATIONS records where a runtime is not matched exactly on whole models (op,
 largest difference measured in LSB, reason); tests/test_golden.py reads it and allows that
@@ -45,12 +53,21 @@ from edgeconv.core.ir import (
     Softmax,
 )
 from edgeconv.core.optable import OpTable
-from edgeconv.quant import int8_ops
+from edgeconv.quant import htp, int8_ops
 from edgeconv.quant.params import QuantParams, TensorQuant
 from edgeconv.quant.rounding import fma_f32, multiplier_double, quantize_multipliers
 
-RUNTIMES = ("litert_ref", "litert_builtin", "litert_xnnpack", "tflm", "ort_cpu")
-FAMILIES = {"tflite": "litert_ref", "fp32": "litert_xnnpack"}
+RUNTIMES = ("litert_ref", "litert_builtin", "litert_xnnpack", "tflm", "ort_cpu", "qnn_htp")
+FAMILIES = {"tflite": "litert_ref", "fp32": "litert_xnnpack", "htp": "qnn_htp"}
+
+# runtime -> {IR op: max LSB measured at that op on the runtime's own inputs}; ops not listed are exact
+BOUNDED_OPS: dict[str, dict[str, int]] = {"qnn_htp": {op: lsb for op, (lsb, _) in htp.KNOWN_HTP_DEVIATIONS.items()}}
+
+
+def op_bound(runtime: str, op: str) -> int:
+    """LSB the golden of `runtime` may differ from it at `op` (0: bit-exact)."""
+    return BOUNDED_OPS.get(runtime, {}).get(op, 0)
+
 
 # TFLite opcode each IR op is exported as (the key of golden_variant and KNOWN_DEVIATIONS).
 TFLITE_OP = {
@@ -278,6 +295,8 @@ def _conv(layer, info, args, qparams: QuantParams, runtime: str, family: str, ke
     x = args[0]
     lo, hi = activation_range(layer.activation, out_q)
     fn = int8_ops.conv2d if isinstance(layer, Conv2d) else int8_ops.depthwise_conv2d
+    if runtime == "qnn_htp" and isinstance(layer, DepthwiseConv2d) and tuple(layer.stride) != (1, 1):
+        family = htp.DEPTHWISE_STRIDED_FAMILY  # the HTP's strided depthwise kernel: float32 requantization
     return fn(
         x,
         _zp(in_q[0]),
