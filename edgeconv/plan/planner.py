@@ -57,7 +57,7 @@ from edgeconv.plan.memory import MemoryEstimate, estimate, model_bytes_formula
 OBJECTIVE = objective.OBJECTIVE
 BLOCKS = ("conv", "ds", "res")
 DOWNSAMPLING = ("stride", "pool")
-STEM_WIDTHS = (1, 2, 3, 4, 6, 8)  # x the channel multiple
+STEM_WIDTHS = (1, 2, 4, 8)  # x the channel multiple
 BLOCKS_PER_STAGE = (1, 2, 3)
 LAST_STAGE_BLOCKS = (1, 2, 3, 4)
 MAX_STAGES = 8
