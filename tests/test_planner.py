@@ -1,13 +1,26 @@
+import itertools
+
 import pytest
 
-from edgeconv.core.errors import InfeasibleError
+from edgeconv.core.errors import InfeasibleError, UsageError
 from edgeconv.core.graph import analyze
 from edgeconv.core.ir import InputSpec
+from edgeconv.plan import objective
+from edgeconv.plan.arena import predict_arena_bytes
 from edgeconv.plan.memory import estimate
-from edgeconv.plan.planner import Budgets, TargetLimits, candidate_model, plan, search
+from edgeconv.plan.planner import BLOCKS, Budgets, Candidate, TargetLimits, candidate_model, plan, search
+from edgeconv.plan.targets import load_target, parse_profile
 
 INPUT = InputSpec(32, 32, 3)
-BUDGETS = [32_000, 64_000, 128_000, 256_000, 512_000, 1_000_000]
+KWS = InputSpec(49, 10, 1)
+BUDGETS = [32_000, 64_000, 256_000, 1_000_000]
+
+
+def _check_totals(c: Candidate, spec: InputSpec, classes: int) -> None:
+    # the search's closed-form running totals must equal shape propagation + the memory model
+    a = analyze(candidate_model(c, spec, classes))
+    m = estimate(a)
+    assert (c.params, c.macs, c.model_bytes, c.peak_ram) == (a.params, a.macs, m.model_bytes, m.peak_ram_bytes), c.name
 
 
 @pytest.mark.parametrize("budget", BUDGETS)
@@ -18,22 +31,37 @@ def test_every_plan_meets_every_budget(budget):
     assert p.analysis.macs <= 200_000_000
 
 
-def test_search_predictions_equal_the_analysis_of_the_built_model():
-    # the planner's fast running totals must agree with shape propagation + the memory model
-    candidates = sorted(search(INPUT, 10, Budgets(300_000, 256_000)), key=lambda c: c.name)[::97]
-    assert len(candidates) > 20
-    for c in candidates:
-        a = analyze(candidate_model(c, INPUT, 10))
-        m = estimate(a)
-        assert (c.params, c.macs, c.model_bytes, c.peak_ram) == (a.params, a.macs, m.model_bytes, m.peak_ram_bytes), (
-            c.name
-        )
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize("spec,classes", [(INPUT, 10), (KWS, 12), (InputSpec(96, 96, 1), 2)])
+def test_search_predictions_equal_the_analysis_of_the_built_model(block, spec, classes):
+    for budget in (20_000, 300_000):
+        found, _ = search(spec, classes, Budgets(budget, 256_000), keep=12, blocks=(block,))
+        assert found and all(c.block == block for c in found)
+        for c in found:
+            _check_totals(c, spec, classes)
+
+
+def test_utilization_of_the_binding_budget():
+    # issue 15 goal: >= 90% of the model-bytes budget when RAM and MACs leave room
+    for spec, classes in ((INPUT, 10), (KWS, 12)):
+        for budget in (64_000, 1_000_000):
+            p = plan(spec, classes, Budgets(budget, 256_000))
+            assert p.memory.model_bytes / budget >= 0.9, (spec, budget, p.candidate.name)
 
 
 def test_larger_budget_never_lowers_the_objective():
-    macs = [plan(INPUT, 10, Budgets(b, 256_000)).analysis.macs for b in BUDGETS]
-    assert macs == sorted(macs)
-    assert macs[0] < macs[-1]
+    scores = [plan(INPUT, 10, Budgets(b, 256_000)).candidate.score for b in BUDGETS]
+    assert scores == sorted(scores)
+    assert scores[0] < scores[-1]
+
+
+def test_search_is_exact_against_a_larger_keep():
+    # the bound only cuts what cannot win: keeping 40 candidates finds the same best
+    budgets = Budgets(128_000, 128_000)
+    best, stats = search(INPUT, 10, budgets, keep=1)
+    many, _ = search(INPUT, 10, budgets, keep=40)
+    assert best[0] == many[0]
+    assert stats.pruned_bound > 0 and stats.visited < 10_000
 
 
 def test_same_arguments_same_plan():
@@ -47,14 +75,32 @@ def test_runners_up_are_ordered_by_the_objective():
     ranked = [p.candidate, *p.runners_up]
     assert len(ranked) == 6
     assert [c.sort_key() for c in ranked] == sorted(c.sort_key() for c in ranked)
+    s = p.candidate
+    assert s.score == objective.score(objective.Summary(s.params, s.macs, s.depth))
 
 
 def test_plan_follows_design_rules():
-    p = plan(INPUT, 10, Budgets(1_000_000, 256_000))
-    for layer in p.model.layers:
-        if layer.op == "conv2d":
-            assert layer.filters in (8, 16, 32, 64, 128, 256, 512)
-            assert layer.kernel[0] in (3, 5, 7) and layer.stride[0] in (1, 2) and layer.padding == "same"
+    for spec, classes in ((INPUT, 10), (KWS, 12)):
+        p = plan(spec, classes, Budgets(1_000_000, 256_000))
+        widths = [layer.filters for layer in p.model.layers if layer.op == "conv2d"]
+        assert all(f % 8 == 0 for f in widths)
+        assert all(b <= 2 * a for a, b in itertools.pairwise(widths))  # at most 2x per step
+        for layer in p.model.layers:
+            if layer.op in ("conv2d", "depthwise_conv2d"):
+                assert layer.padding == "same" and max(layer.stride) <= 2 and max(layer.kernel) <= 7
+
+
+def test_stems_follow_the_input_aspect():
+    found, _ = search(KWS, 12, Budgets(64_000, 64_000), keep=200)
+    stems = {(c.stem_kernel, c.stem_stride) for c in found}
+    assert any(kw != kh or sw != sh for (kw, kh), (sw, sh) in stems)  # 49x10 gets non-square stems
+    found, _ = search(INPUT, 10, Budgets(64_000, 64_000), keep=200)
+    assert all(c.stem_kernel[0] == c.stem_kernel[1] and c.stem_stride[0] == c.stem_stride[1] for c in found)
+
+
+def test_channel_multiple_of_the_target():
+    p = plan(INPUT, 10, Budgets(256_000, 256_000), TargetLimits(channel_multiple=32))
+    assert all(layer.filters % 32 == 0 for layer in p.model.layers if layer.op == "conv2d")
 
 
 def test_infeasible_budget_says_the_smallest_that_fits():
@@ -62,9 +108,10 @@ def test_infeasible_budget_says_the_smallest_that_fits():
         plan(INPUT, 10, Budgets(1_000, 256_000))
     message = str(err.value)
     assert "smallest plan needs" in message
-    smallest = min(c.model_bytes for c in search(INPUT, 10, None))
-    assert f"--budget {smallest}B" in message
+    smallest = int(message.split("--budget ")[1].split("B")[0])
     assert plan(INPUT, 10, Budgets(smallest, 256_000)).memory.model_bytes == smallest
+    with pytest.raises(InfeasibleError):
+        plan(INPUT, 10, Budgets(smallest - 1, 256_000))
 
 
 def test_infeasible_ram_says_the_least_ram():
@@ -72,6 +119,39 @@ def test_infeasible_ram_says_the_least_ram():
         plan(INPUT, 10, Budgets(1_000_000, 1_000))
 
 
-def test_target_limits_restrict_kernels():
-    p = plan(INPUT, 10, Budgets(256_000, 256_000), TargetLimits(kernels=(3,)))
+def test_latency_budget_from_the_target_model():
+    mcu = load_target("mcu")
+    assert mcu.latency is not None
+    budgets = Budgets(1_000_000, 256_000, latency_ms=10.0, macs_per_ms=mcu.latency.macs_per_ms)
+    p = plan(INPUT, 10, budgets)
+    assert mcu.latency.predict_ms(p.analysis.macs) <= 10.0
+    assert p.analysis.macs >= 0.9 * budgets.latency_macs  # the latency budget binds and is used
+    with pytest.raises(InfeasibleError, match=r"use --latency [0-9.]+ms"):
+        plan(INPUT, 10, Budgets(1_000_000, 256_000, latency_ms=0.01, macs_per_ms=mcu.latency.macs_per_ms))
+
+
+def test_latency_profile_table_is_validated():
+    base = {"name": "t", "backend": "cpu", "artifact": "qdq_onnx"}
+    t = parse_profile({**base, "latency": {"macs_per_cycle": 0.5, "clock_mhz": 100}}, "t.toml")
+    assert t.latency is not None and t.latency.predict_ms(50_000) == 1.0
+    with pytest.raises(Exception, match=r"latency\.clock_mhz"):
+        parse_profile({**base, "latency": {"macs_per_cycle": 0.5}}, "t.toml")
+
+
+def test_mcu_arena_is_respected():
+    limits = TargetLimits(strides=(1, 2), channel_multiple=8)
+    p = plan(KWS, 12, Budgets(256_000, 40_000), limits, ram_model=predict_arena_bytes)
+    assert predict_arena_bytes(p.analysis) <= 40_000 and p.memory.peak_ram_bytes <= 40_000
+
+
+def test_target_limits_restrict_kernels_and_ops():
+    p = plan(INPUT, 10, Budgets(256_000, 256_000), TargetLimits(kernels=(3,), ops=("conv2d", "dense", "softmax")))
     assert all(layer.kernel == (3, 3) for layer in p.model.layers if layer.op == "conv2d")
+    assert {layer.op for layer in p.model.layers} <= {"conv2d", "dense", "softmax"}
+
+
+def test_bad_arguments_are_usage_errors():
+    with pytest.raises(UsageError):
+        plan(INPUT, 0, Budgets(64_000))
+    with pytest.raises(UsageError):
+        plan(INPUT, 10, Budgets(64_000), top=-1)

@@ -173,11 +173,13 @@ def test_global_average_pool_gets_its_own_range():
     from edgeconv.core.graph import analyze
     from edgeconv.core.ir import InputSpec
     from edgeconv.core.weights import init_weights
-    from edgeconv.plan.planner import Budgets, plan
+    from edgeconv.plan.planner import Budgets, candidate_model, search
     from edgeconv.quant.calibrate import calibrate, synthetic_calibration_set
     from edgeconv.quant.quantize import quantize
 
-    analysis = analyze(plan(InputSpec(32, 32, 3), 10, Budgets(16_000, 256_000)).model)
+    found, _ = search(InputSpec(32, 32, 3), 10, Budgets(16_000, 256_000), keep=10)
+    with_gap = next(c for c in found if c.head == "gap")  # the best 16KB plan with a GAP head
+    analysis = analyze(candidate_model(with_gap, InputSpec(32, 32, 3), 10))
     gap = next(layer for layer in analysis.model.layers if layer.op == "global_avg_pool")
     weights = init_weights(analysis, 0)
     cal = calibrate(analysis, weights, synthetic_calibration_set(analysis, 8, 0))

@@ -14,7 +14,7 @@ from typing import Any
 
 from edgeconv import __version__
 from edgeconv.artifacts.folder import write_build_folder
-from edgeconv.core.errors import CheckFailed
+from edgeconv.core.errors import CheckFailed, UsageError
 from edgeconv.core.graph import Analysis, analyze
 from edgeconv.core.io import json_bytes, npz_bytes
 from edgeconv.core.ir import InputSpec, Model
@@ -37,6 +37,7 @@ class BuildRequest:
     budget: int | None = None
     ram: int | None = None
     macs: int | None = None
+    latency_ms: float | None = None  # needs the target's latency model
     input_spec: InputSpec = DEFAULT_INPUT
     classes: int = DEFAULT_CLASSES
     target: Target | None = None
@@ -92,7 +93,16 @@ class BuildResult:
                 "bias_bytes": m.bias_bytes,
                 "layers": len(a.layers),
             },
-            "budgets": {"model_bytes": b.model_bytes, "ram_bytes": b.ram_bytes, "macs": b.macs},
+            "budgets": {"model_bytes": b.model_bytes, "ram_bytes": b.ram_bytes, "macs": b.macs}
+            | ({"latency_ms": b.latency_ms} if b.latency_ms is not None else {}),
+            **(
+                {
+                    "predicted_latency_ms": round(a.macs / b.macs_per_ms, 3),
+                    "latency_model": "MACs / (MACs per cycle x clock)",
+                }
+                if b.macs_per_ms
+                else {}
+            ),
             "utilization": {
                 "model_bytes": _ratio(self.int8_tflite_bytes or m.model_bytes, b.model_bytes),
                 "ram_bytes": _ratio(m.peak_ram_bytes, b.ram_bytes),
@@ -119,11 +129,24 @@ def default_out_dir(model_name: str) -> Path:
 
 def resolve_budgets(req: BuildRequest) -> Budgets:
     target = req.target
+    if req.latency_ms is not None and (target is None or target.latency is None):
+        raise UsageError(
+            f"--latency: expected a --target with a latency model ([latency] in its profile: {', '.join(_timed())}), "
+            f"got {'no --target' if target is None else 'target ' + target.name + ' without one'}"
+        )
     return Budgets(
         model_bytes=req.budget or (target.flash_bytes if target and target.flash_bytes else DEFAULT_BUDGET),
         ram_bytes=req.ram or (target.ram_bytes if target and target.ram_bytes else DEFAULT_RAM),
         macs=req.macs or (target.max_macs if target else None),
+        latency_ms=req.latency_ms,
+        macs_per_ms=target.latency.macs_per_ms if target and target.latency and req.latency_ms is not None else None,
     )
+
+
+def _timed() -> list[str]:
+    from edgeconv.plan.targets import all_targets
+
+    return [t.name for t in all_targets() if t.latency is not None]
 
 
 def ram_model(target: Target | None):
@@ -138,7 +161,9 @@ def ram_model(target: Target | None):
 def target_limits(target: Target | None) -> TargetLimits:
     if target is None:
         return TargetLimits()
-    return TargetLimits(kernels=target.kernels, strides=target.strides, ops=target.ops)
+    return TargetLimits(
+        kernels=target.kernels, strides=target.strides, ops=target.ops, channel_multiple=target.channel_multiple
+    )
 
 
 def _check_target_support(analysis: Analysis, target: Target | None) -> list[str]:
@@ -213,6 +238,12 @@ def report_text(result: BuildResult) -> str:
         f" during {t['peak_ram_layer']}",
         f"MACs:                          {utilization(t['macs'], s['budgets']['macs'])}",
     ]
+    if "predicted_latency_ms" in s:
+        limit = s["budgets"].get("latency_ms")
+        lines.append(
+            f"latency (predicted):           {s['predicted_latency_ms']:.1f} ms"
+            + (f" of {limit:g} ms ({100 * s['predicted_latency_ms'] / limit:.1f}%)" if limit else "")
+        )
     if result.plan:
         lines += ["", f"objective: {OBJECTIVE}", f"chosen: {result.plan.candidate.name}"]
         for i, c in enumerate(result.plan.runners_up, 2):
@@ -331,6 +362,10 @@ def run_build(req: BuildRequest, progress=None) -> BuildResult:
         result.failures.append(f"peak RAM {memory.peak_ram_bytes:,} B exceeds the budget {budgets.ram_bytes:,} B")
     if budgets.macs and analysis.macs > budgets.macs:
         result.failures.append(f"MACs {analysis.macs:,} exceed the budget {budgets.macs:,}")
+    if budgets.latency_macs is not None and analysis.macs > budgets.latency_macs:
+        result.failures.append(
+            f"predicted latency {analysis.macs / (budgets.macs_per_ms or 1):.1f} ms exceeds the budget {budgets.latency_ms:g} ms"
+        )
 
     # serializers are imported only when exporting: importing edgeconv stays light
     from edgeconv.export.onnx_float import build_float_onnx, serialize

@@ -53,6 +53,11 @@ def layer(input_shape, op, filters, kernel, stride, pad, as_json):
 )
 @click.option("--ram", metavar="SIZE", help="Peak activation RAM budget. Default: the target's RAM, else 256KB.")
 @click.option("--macs", type=INT, help="Limit on multiply-accumulates per inference. Default: the target's, else none.")
+@click.option(
+    "--latency",
+    metavar="TIME",
+    help="Latency budget, e.g. 100ms or 0.1s, predicted by the target's latency model (mcu, mcu-m4).",
+)
 @click.option("--input", "input_shape", default="32x32x3", show_default=True, metavar="WxHxC", help="Input volume.")
 @click.option("--classes", type=INT, default=10, show_default=True, help="Number of classes.")
 @click.option("--target", help="Target name (see 'edgeconv targets') or a profile .toml.")
@@ -84,6 +89,7 @@ def build(
     budget,
     ram,
     macs,
+    latency,
     input_shape,
     classes,
     target,
@@ -101,7 +107,7 @@ def build(
     """Plan a conv net under a budget (or load a recipe), export it and report every number."""
     from edgeconv.artifacts.build import BuildRequest, raise_on_failures, report_text, run_build
     from edgeconv.core.ir import InputSpec
-    from edgeconv.core.sizes import parse_shape, parse_size
+    from edgeconv.core.sizes import parse_duration_ms, parse_shape, parse_size
     from edgeconv.plan.targets import load_target
 
     if classes < 1:
@@ -124,6 +130,7 @@ def build(
         budget=parse_size(budget, "--budget") if budget is not None else None,
         ram=parse_size(ram, "--ram") if ram is not None else None,
         macs=macs,
+        latency_ms=parse_duration_ms(latency, "--latency") if latency is not None else None,
         input_spec=InputSpec(*parse_shape(input_shape)),
         classes=classes,
         target=load_target(target) if target else None,

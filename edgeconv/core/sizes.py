@@ -59,3 +59,15 @@ def parse_shape(text: str, what: str = "--input") -> tuple[int, int, int]:
     if len(dims) != 3 or min(dims) <= 0:
         raise UsageError(f"{what}: expected WxHxC with three positive integers like 32x32x3, got {text!r}")
     return dims
+
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|us)")
+
+
+def parse_duration_ms(text: str, what: str = "duration") -> float:
+    """'100ms', '0.1s' or '500us' as milliseconds (ASCII digits only; above 0, at most 1 hour)."""
+    m = _DURATION.fullmatch(text.strip().lower()) if text.isascii() else None
+    value = None if m is None else float(m.group(1)) * {"ms": 1.0, "s": 1e3, "us": 1e-3}[m.group(2)]
+    if value is None or not 0 < value <= 3.6e6:
+        raise UsageError(f"{what}: expected a time like 100ms, 0.1s or 500us (above 0, at most 1 hour), got {text!r}")
+    return value

@@ -32,7 +32,12 @@ from edgeconv.core.optable import OpTable
 FILE_BASE_BYTES = 600  # model header, subgraph, operator codes, input tensor, margin
 PER_CHANNEL_QUANT_BYTES = 12  # float32 scale + int64 zero point per output channel (weight and bias)
 OPERATOR_BYTES = 138  # operator record with its options + its output tensor record
-WEIGHTED_OPERATOR_BYTES = 222  # weight and bias tensor records and their buffer entries
+# weight and bias tensor records and their buffer entries; +16 over the first fit: buffers are
+# 16-byte aligned, and deep planner outputs (20-40 weighted layers) showed the padding
+WEIGHTED_OPERATOR_BYTES = 238
+# ADD and pooling ops carry longer records than the conv-like average above (two inputs,
+# Pool2DOptions): measured +24..+30 B each on residual / pooled planner outputs, raised
+JOIN_POOL_EXTRA_BYTES = 40
 RESHAPE_BYTES = 209  # RESHAPE op + shape tensor before a dense layer on a spatial map
 
 
@@ -54,6 +59,7 @@ class FileRecords:
     weighted: int = 0
     bias_channels: int = 0
     reshapes: int = 0
+    joins_pools: int = 0  # ADD / MAX_POOL / AVERAGE_POOL ops
 
 
 FILE_RECORDS: OpTable = OpTable("model file bytes")
@@ -70,9 +76,14 @@ def _dense_records(info: LayerInfo) -> FileRecords:
     return FileRecords(weighted=1, bias_channels=info.out_shape[2], reshapes=int(info.in_shape[:2] != (1, 1)))
 
 
-@FILE_RECORDS.register(MaxPool, AvgPool, GlobalAvgPool, Add, Softmax, Concat, Pad)
+@FILE_RECORDS.register(GlobalAvgPool, Softmax, Concat, Pad)
 def _plain_records(info: LayerInfo) -> FileRecords:
     return FileRecords()
+
+
+@FILE_RECORDS.register(MaxPool, AvgPool, Add)
+def _join_pool_records(info: LayerInfo) -> FileRecords:
+    return FileRecords(joins_pools=1)
 
 
 def _records(analysis: Analysis) -> list[FileRecords]:
@@ -83,7 +94,9 @@ def _bias_count(analysis: Analysis) -> int:
     return sum(r.bias_channels for r in _records(analysis))
 
 
-def model_bytes_formula(weights: int, channels: int, n_ops: int, n_weighted: int, n_reshapes: int = 0) -> int:
+def model_bytes_formula(
+    weights: int, channels: int, n_ops: int, n_weighted: int, n_reshapes: int = 0, n_joins_pools: int = 0
+) -> int:
     """Predicted int8 .tflite bytes from counts: int8 weights, int32 biases (one per output
     channel), per-channel quantization records and the flatbuffer bookkeeping."""
     return (
@@ -94,6 +107,7 @@ def model_bytes_formula(weights: int, channels: int, n_ops: int, n_weighted: int
         + OPERATOR_BYTES * n_ops
         + WEIGHTED_OPERATOR_BYTES * n_weighted
         + RESHAPE_BYTES * n_reshapes
+        + JOIN_POOL_EXTRA_BYTES * n_joins_pools
     )
 
 
@@ -106,6 +120,7 @@ def predict_model_bytes(analysis: Analysis) -> int:
         sum(r.operators for r in records),
         sum(r.weighted for r in records),
         sum(r.reshapes for r in records),
+        sum(r.joins_pools for r in records),
     )
 
 

@@ -1,41 +1,71 @@
-"""The budget planner: choose depth, strides and filter counts of a small conv net.
+"""The budget planner: choose block type, depth, strides and widths of a small conv net.
 
-Search space (the lecture's design rules):
-  * a stem conv (3x3, 5x5 or 7x7) at the input resolution (stride 2 when the input is wider or
-    taller than 64 pixels), then stages that each start with a 3x3 stride-2 conv, the cheap
-    way to downsample; every conv uses 'same' zero padding, so only strides change sizes;
-  * 1, 2 or 3 convs per stage (the same count in every stage), each conv ReLU;
-  * filter counts are powers of two from 8 to 512 and never shrink from one stage to the next;
-  * a head of global average pooling + FC, or, when the last map is at most 4x4, a flatten
-    + FC (a small conv output keeps the FC small), then softmax.
+Search space (the MLPerf Tiny reference designs' building blocks):
+  * a stem conv whose kernel and stride follow the input's size and aspect, per axis: 3x1 on a
+    short axis, up to 7 (stride 2) on a long one (49x10 gets e.g. 7x3 stride 2x1; 32x32 stays
+    square), then stages at the stem's resolution and below;
+  * one block type per network: plain 3x3 conv, depthwise-separable (depthwise 3x3 + pointwise
+    1x1, as DS-CNN / MobileNet) or residual (two 3x3 convs + identity or 1x1 projection, as
+    ResNet-8); every layer ReLU, 'same' zero padding;
+  * stage 1 runs at the stem's resolution; every later stage halves each axis longer than 1,
+    by a stride-2 first block or by a 2x2 max pool (one downsampling kind per network), down
+    to a map of 2 pixels on its longer axis;
+  * widths in multiples of the target's channel multiple (default 8): the stem's from a short
+    list, each later stage the same or twice its predecessor's, the last stage any multiple up
+    to twice (it fills the budget); blocks per stage 1..3, the same in every stage but the last
+    (1..4);
+  * a head of global average pooling + FC, or flatten + FC when the last map is at most 4x4,
+    then softmax.
 
-Objective: the most MACs (compute is the usual accuracy proxy under a fixed memory budget)
-among plans whose predicted int8 model bytes, peak activation RAM and MACs stay within the
-budgets; ties go to fewer parameters, then to the plan name. The search is exhaustive over
-this space, so the choice is deterministic and a larger budget never lowers the objective.
+Search: depth-first branch and bound over stages. Model bytes, MACs and peak RAM only grow as
+stages are added, so a prefix over a budget is cut with everything below it; the last stage's
+width is found by bisection (every budget is monotone in it); a prefix whose optimistic score
+(objective.score of the most parameters, MACs and depth the remaining budget could buy) cannot
+beat the kept candidates is cut too. Objective: edgeconv/plan/objective.py. The result is
+exact over the space and deterministic (ties: fewer MACs, fewer parameters, then plan name).
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 from edgeconv.core import shapes
 from edgeconv.core.errors import InfeasibleError, UsageError
 from edgeconv.core.graph import Analysis, analyze
-from edgeconv.core.ir import Activation, Conv2d, Dense, GlobalAvgPool, InputSpec, Layer, Model, Softmax, chain
+from edgeconv.core.ir import (
+    Activation,
+    Add,
+    Conv2d,
+    Dense,
+    DepthwiseConv2d,
+    GlobalAvgPool,
+    InputSpec,
+    Layer,
+    MaxPool,
+    Model,
+    Softmax,
+    chain,
+)
 from edgeconv.core.sizes import format_size
+from edgeconv.plan import objective
 from edgeconv.plan.memory import MemoryEstimate, estimate, model_bytes_formula
 
-FILTER_CHOICES = (8, 16, 32, 64, 128, 256, 512)
-STEM_KERNELS = (3, 5, 7)
-CONVS_PER_STAGE = (1, 2, 3)
+OBJECTIVE = objective.OBJECTIVE
+BLOCKS = ("conv", "ds", "res")
+DOWNSAMPLING = ("stride", "pool")
+STEM_WIDTHS = (1, 2, 4, 8)  # x the channel multiple
+BLOCKS_PER_STAGE = (1, 2, 3)
+LAST_STAGE_BLOCKS = (1, 2, 3, 4)
+MAX_STAGES = 8
+DEFAULT_CHANNEL_MULTIPLE = 8
 MAX_FLATTEN_PIXELS = 16  # flatten head only on maps of at most 4x4
-# the search visits at most this many partial networks (a 32x32x3 input under 1 MB visits
-# ~10^4; a huge input or budget would otherwise search for minutes): beyond it, a one-line error
+# the search visits at most this many stage prefixes (a 32x32x3 input under 1 MB visits ~10^3);
+# a huge input or budget would otherwise search for long: beyond it, a one-line error
 MAX_SEARCH_NODES = 300_000
-OBJECTIVE = "maximize MACs within the model-bytes, peak-RAM and MAC budgets; ties: fewer parameters, then plan name"
 
 
 @dataclass(frozen=True)
@@ -43,6 +73,20 @@ class Budgets:
     model_bytes: int
     ram_bytes: int | None = None
     macs: int | None = None
+    latency_ms: float | None = None  # needs macs_per_ms (the target's latency model)
+    macs_per_ms: float | None = None
+
+    @property
+    def mac_limit(self) -> int | None:
+        """The tighter of --macs and the MACs the latency budget allows."""
+        limits = [m for m in (self.macs, self.latency_macs) if m is not None]
+        return min(limits) if limits else None
+
+    @property
+    def latency_macs(self) -> int | None:
+        if self.latency_ms is None or self.macs_per_ms is None:
+            return None
+        return int(self.latency_ms * self.macs_per_ms)
 
 
 @dataclass(frozen=True)
@@ -52,6 +96,7 @@ class TargetLimits:
     kernels: tuple[int, ...] | None = None
     strides: tuple[int, ...] | None = None
     ops: tuple[str, ...] | None = None
+    channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE
 
     def allows_kernel(self, k: int) -> bool:
         return self.kernels is None or k in self.kernels
@@ -65,23 +110,39 @@ class TargetLimits:
 
 @dataclass(frozen=True)
 class Candidate:
-    stem_kernel: int
-    stem_stride: int
-    stage_filters: tuple[int, ...]
-    stage_convs: tuple[int, ...]
+    stem_kernel: tuple[int, int]  # (F_w, F_h)
+    stem_stride: tuple[int, int]
+    block: str  # conv | ds | res
+    down: str  # stride | pool
+    stage_filters: tuple[int, ...]  # stage 1 is the stem's width and blocks
+    stage_blocks: tuple[int, ...]
     head: str  # "gap" or "flatten"
     params: int
     macs: int
     model_bytes: int
     peak_ram: int
+    depth: int
+    score: float
 
     @property
     def name(self) -> str:
-        stages = ".".join(f"{f}x{n}" for f, n in zip(self.stage_filters, self.stage_convs))
-        return f"k{self.stem_kernel}s{self.stem_stride}-{stages}-{self.head}"
+        kw, kh = self.stem_kernel
+        sw, sh = self.stem_stride
+        stem = f"k{kw}s{sw}" if (kw, sw) == (kh, sh) else f"k{kw}x{kh}s{sw}x{sh}"
+        stages = ".".join(f"{f}x{n}" for f, n in zip(self.stage_filters, self.stage_blocks))
+        down = "" if len(self.stage_filters) == 1 or self.down == "stride" else "-pool"
+        return f"{stem}-{self.block}{down}-{stages}-{self.head}"
 
     def sort_key(self) -> tuple:
-        return (-self.macs, self.params, self.name)
+        return (-round(self.score, 9), self.macs, self.params, self.name)
+
+
+@dataclass(frozen=True)
+class SearchStats:
+    visited: int = 0  # stage prefixes expanded
+    evaluated: int = 0  # complete networks costed (bisection steps included)
+    pruned_budget: int = 0  # prefixes cut because a budget was already exceeded
+    pruned_bound: int = 0  # prefixes cut because their optimistic score could not win
 
 
 @dataclass(frozen=True)
@@ -92,17 +153,39 @@ class Plan:
     candidate: Candidate
     budgets: Budgets
     runners_up: tuple[Candidate, ...]
+    stats: SearchStats = field(default_factory=SearchStats)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Acc:
-    """Running totals of a partial network during the search."""
+    """Running totals of a partial network: what the model-bytes formula, the liveness peak and
+    the objective need."""
 
-    weights: int = 0
-    channels: int = 0
-    convs: int = 0
+    weights: int = 0  # non-bias parameters
+    channels: int = 0  # biases (one per output channel of a weighted layer)
+    ops: int = 0
+    weighted: int = 0
     macs: int = 0
     ram: int = 0
+    depth: int = 0
+    joins_pools: int = 0
+
+    def layer(
+        self, weights: int, channels: int, macs: int, ram: int, spatial: bool, weighted: bool = True, join: bool = False
+    ) -> _Acc:
+        return _Acc(
+            self.weights + weights,
+            self.channels + channels,
+            self.ops + 1,
+            self.weighted + int(weighted),
+            self.macs + macs,
+            max(self.ram, ram),
+            self.depth + int(spatial),
+            self.joins_pools + int(join),
+        )
+
+    def model_bytes(self, reshapes: int = 0) -> int:
+        return model_bytes_formula(self.weights, self.channels, self.ops, self.weighted, reshapes, self.joins_pools)
 
 
 @cache
@@ -110,47 +193,318 @@ def _same_out(size: int, k: int, s: int) -> int:
     return shapes.axis_geometry(size, k, s, shapes.SAME).out
 
 
-def _conv_step(acc: _Acc, w: int, h: int, c_in: int, f: int, k: int, s: int) -> tuple[_Acc, int, int]:
-    w2, h2 = _same_out(w, k, s), _same_out(h, k, s)
-    params = shapes.conv_params(k, k, c_in, f)
-    return (
-        _Acc(
-            acc.weights + params - f,
-            acc.channels + f,
-            acc.convs + 1,
-            acc.macs + shapes.conv_macs(w2, h2, f, k, k, c_in),
-            max(acc.ram, w * h * c_in + w2 * h2 * f),
-        ),
-        w2,
-        h2,
+def _k(size: int) -> int:
+    """A 3-tap kernel on an axis longer than 1, else 1 (taps on a 1-pixel axis only see padding)."""
+    return 3 if size > 1 else 1
+
+
+def _down(size: int) -> int:
+    return 2 if size > 1 else 1
+
+
+def _conv(acc: _Acc, w: int, h: int, c: int, f: int, kw: int, kh: int, sw: int, sh: int, extra_ram: int = 0):
+    w2, h2 = _same_out(w, kw, sw), _same_out(h, kh, sh)
+    acc = acc.layer(
+        kw * kh * c * f, f, shapes.conv_macs(w2, h2, f, kw, kh, c), w * h * c + w2 * h2 * f + extra_ram, kw * kh > 1
     )
+    return acc, w2, h2
 
 
-def _finish(acc: _Acc, w: int, h: int, c: int, classes: int, head: str) -> tuple[int, int, int, int]:
-    """(params, macs, model_bytes, peak_ram) of the network with its head attached."""
-    n_in = c if head == "gap" else w * h * c
-    ram = acc.ram
+def _block(acc: _Acc, w: int, h: int, c: int, f: int, block: str, sw: int, sh: int) -> tuple[_Acc, int, int]:
+    """One block of the stage body (stride (sw, sh) on its first layer), closed form. The RAM
+    terms are memory.py's liveness peak: a tensor lives from its writer to its last reader."""
+    kw, kh = _k(w), _k(h)
+    if block == "conv":
+        return _conv(acc, w, h, c, f, kw, kh, sw, sh)
+    if block == "ds":
+        w2, h2 = _same_out(w, kw, sw), _same_out(h, kh, sh)
+        acc = acc.layer(kw * kh * c, c, shapes.depthwise_macs(w2, h2, kw, kh, c), w * h * c + w2 * h2 * c, kw * kh > 1)
+        return _conv(acc, w2, h2, c, f, 1, 1, 1, 1)
+    # residual: conv1 (stride), conv2, [1x1 projection], add; the block input stays alive to
+    # the projection (or the add)
+    x = w * h * c
+    acc, w2, h2 = _conv(acc, w, h, c, f, kw, kh, sw, sh)  # in + o1
+    o = w2 * h2 * f
+    acc, _, _ = _conv(acc, w2, h2, f, f, _k(w2), _k(h2), 1, 1, extra_ram=x)  # x + o1 + o2
+    if (sw, sh) != (1, 1) or c != f:
+        acc, _, _ = _conv(acc, w, h, c, f, 1, 1, sw, sh, extra_ram=o)  # x + o2 + p
+    ram = 3 * o if (sw, sh) != (1, 1) or c != f else 2 * o + x
+    return acc.layer(0, 0, 0, ram, False, weighted=False, join=True), w2, h2
+
+
+def _pool(acc: _Acc, w: int, h: int, c: int) -> tuple[_Acc, int, int]:
+    pw, ph = _down(w), _down(h)
+    w2, h2 = _same_out(w, pw, pw), _same_out(h, ph, ph)
+    return acc.layer(0, 0, 0, w * h * c + w2 * h2 * c, False, weighted=False, join=True), w2, h2
+
+
+def _stage(acc: _Acc, w: int, h: int, c: int, f: int, n: int, block: str, down: str, first: bool):
+    sw = sh = 1
+    if not first:
+        if down == "pool":
+            acc, w, h = _pool(acc, w, h, c)
+        else:
+            sw, sh = _down(w), _down(h)
+    for j in range(n):
+        acc, w, h = _block(acc, w, h, c, f, block, sw, sh) if j == 0 else _block(acc, w, h, f, f, block, 1, 1)
+        c, sw, sh = f, 1, 1
+    return acc, w, h
+
+
+def _head(acc: _Acc, w: int, h: int, c: int, classes: int, head: str) -> tuple[_Acc, int]:
+    """The network with its head: (totals, reshapes)."""
     if head == "gap":
-        ram = max(ram, w * h * c + c)
-    ram = max(ram, n_in + classes, 2 * classes)  # dense, then softmax
-    weights = acc.weights + shapes.dense_params(n_in, classes) - classes
-    channels = acc.channels + classes
-    n_ops = acc.convs + (2 if head == "flatten" else 3)
-    params = weights + channels
-    return (
-        params,
-        acc.macs + shapes.dense_macs(n_in, classes),
-        model_bytes_formula(weights, channels, n_ops, acc.convs + 1, n_reshapes=int(head == "flatten" and w * h > 1)),
-        ram,
-    )
+        acc = acc.layer(0, 0, 0, w * h * c + c, False, weighted=False)
+        n_in = c
+    else:
+        n_in = w * h * c
+    acc = acc.layer(n_in * classes, classes, shapes.dense_macs(n_in, classes), n_in + classes, False)
+    acc = acc.layer(0, 0, 0, 2 * classes, False, weighted=False)
+    return acc, int(head == "flatten" and w * h > 1)
 
 
 def _fits(value: int, limit: int | None) -> bool:
     return limit is None or value <= limit
 
 
+def _stems(spec: InputSpec, limits: TargetLimits) -> list[tuple[int, int, int, int]]:
+    """(F_w, F_h, S_w, S_h) of the stem, from the input's size and aspect: per axis a 3-tap
+    kernel at stride 1, and on an axis of 16+ pixels also 3 or a longer kernel (~1/7 of the
+    axis, odd, at most 7) at stride 2. A near-square input (axes within 2x) gets square stems."""
+
+    def axis(n: int) -> list[tuple[int, int]]:
+        if n == 1:
+            return [(1, 1)]
+        options = [(3, 1)]
+        if n >= 16:
+            long = min(7, max(3, (n // 7) | 1))
+            options += sorted({(3, 2), (long, 2)})
+        return options
+
+    wide, tall = axis(spec.width), axis(spec.height)
+    if max(spec.width, spec.height) < 2 * min(spec.width, spec.height):
+        pairs = [(a, b) for a in wide for b in tall if a == b]
+    else:
+        pairs = [(a, b) for a in wide for b in tall]
+    return [
+        (kw, kh, sw, sh)
+        for (kw, sw), (kh, sh) in pairs
+        if all(limits.allows_kernel(k) for k in {kw, kh} - {1}) and all(limits.allows_stride(s) for s in {sw, sh})
+    ]
+
+
 class SearchCapped(InfeasibleError):
-    """The search visited MAX_SEARCH_NODES partial networks without finishing."""
+    """The search visited MAX_SEARCH_NODES stage prefixes without finishing."""
+
+
+@dataclass
+class _Search:
+    spec: InputSpec
+    classes: int
+    b: Budgets
+    limits: TargetLimits
+    keep: int
+    cap: int
+    rank: str  # "score" (the objective) or "model_bytes" / "peak_ram" / "macs" (smallest)
+    kept: list[Candidate] = field(default_factory=list)
+    block: str = "conv"
+    down: str = "stride"
+    heads: tuple[str, ...] = ("gap", "flatten")
+    mac: int | None = None
+    blocks: tuple[str, ...] = BLOCKS
+    visited: int = 0
+    evaluated: int = 0
+    pruned_budget: int = 0
+    pruned_bound: int = 0
+
+    # --- budgets and bounds ---------------------------------------------------------------
+    def within(self, acc: _Acc) -> bool:
+        return (
+            acc.model_bytes() <= self.b.model_bytes and _fits(acc.ram, self.b.ram_bytes) and _fits(acc.macs, self.mac)
+        )
+
+    def key(self, c: Candidate) -> tuple:
+        if self.rank == "score":
+            return c.sort_key()
+        return (getattr(c, self.rank), c.name)
+
+    def worst(self) -> tuple | None:
+        return self.key(self.kept[-1]) if len(self.kept) >= self.keep else None
+
+    def hopeless(self, acc: _Acc, w: int, h: int, c: int, stages_left: int) -> bool:
+        """True when no completion of this prefix can enter the kept list."""
+        worst = self.worst()
+        if worst is None:
+            return False
+        if self.rank != "score":
+            value = {"model_bytes": acc.model_bytes(), "peak_ram": acc.ram, "macs": acc.macs}[self.rank]
+            return value > worst[0]
+        room = max(self.b.model_bytes - acc.model_bytes(), 0)  # every parameter costs >= 1 byte
+        # every later stage halves the map first, so each later weight is used at most
+        # ceil(W/2) * ceil(H/2) times
+        macs = acc.macs + room * _same_out(w, _down(w), _down(w)) * _same_out(h, _down(h), _down(h))
+        if self.mac is not None:
+            macs = min(macs, self.mac)
+        per_block = 2 if self.block == "res" else 1
+        depth = acc.depth + min(stages_left * max(LAST_STAGE_BLOCKS) * per_block, room // (9 * c + 1))
+        best = objective.score(objective.Summary(acc.weights + acc.channels + room, macs, depth))
+        return -round(best, 9) > worst[0]
+
+    def offer(self, c: Candidate) -> None:
+        k = self.key(c)
+        if len(self.kept) >= self.keep and k >= self.key(self.kept[-1]):
+            return
+        bisect.insort(self.kept, c, key=self.key)
+        del self.kept[self.keep :]
+
+    # --- the search -----------------------------------------------------------------------
+    def costed(self, acc: _Acc, w: int, h: int, c: int, head: str) -> tuple[_Acc, int] | None:
+        """(totals, model bytes) of the network with this head, None when it does not fit."""
+        if head == "flatten" and w * h > MAX_FLATTEN_PIXELS:
+            return None
+        self.evaluated += 1
+        total, reshapes = _head(acc, w, h, c, self.classes, head)
+        model_bytes = total.model_bytes(reshapes)
+        if (
+            model_bytes > self.b.model_bytes
+            or not _fits(total.ram, self.b.ram_bytes)
+            or not _fits(total.macs, self.mac)
+        ):
+            return None
+        return total, model_bytes
+
+    def finish(self, acc: _Acc, w: int, h: int, c: int, stem: tuple, filters: tuple, blocks: tuple) -> bool:
+        """Offer the network with each head; True when one fits."""
+        fitted = False
+        for head in self.heads:
+            costed = self.costed(acc, w, h, c, head)
+            if costed is None:
+                continue
+            total, model_bytes = costed
+            fitted = True
+            params = total.weights + total.channels
+            summary = objective.Summary(params, total.macs, total.depth, self.spec.width * self.spec.height, w * h)
+            self.offer(
+                Candidate(
+                    stem[:2],
+                    stem[2:],
+                    self.block,
+                    self.down,
+                    filters,
+                    blocks,
+                    head,
+                    params,
+                    total.macs,
+                    model_bytes,
+                    total.ram,
+                    total.depth,
+                    objective.score(summary),
+                )
+            )
+        return fitted
+
+    def last_stage(self, acc, w, h, c, lo, hi, n, stem, filters, blocks, first) -> None:
+        """The last stage with n blocks: every width in [lo, hi] (multiples of the channel
+        multiple) is monotone in every budget, so bisect for the widest (the smallest when
+        ranking by a size) that fits; the objective is non-decreasing in the width."""
+        m = self.limits.channel_multiple
+        widths = list(range(lo, hi + 1, m))
+
+        def attempt(f: int, offer: bool) -> bool:
+            s_acc, w2, h2 = _stage(acc, w, h, c, f, n, self.block, self.down, first)
+            if not self.within(s_acc):
+                return False
+            if not offer:
+                return any(self.costed(s_acc, w2, h2, f, head) is not None for head in self.heads)
+            return self.finish(s_acc, w2, h2, f, stem, filters + (f,), blocks + (n,))
+
+        if self.rank != "score":
+            for f in widths[:1]:
+                attempt(f, True)
+            return
+        left, right = 0, len(widths) - 1
+        if not attempt(widths[0], False):
+            return
+        while left < right:  # invariant: widths[left] fits
+            mid = (left + right + 1) // 2
+            if attempt(widths[mid], False):
+                left = mid
+            else:
+                right = mid - 1
+        attempt(widths[left], True)
+
+    def stages(self, acc, w, h, c, stem, filters, blocks, depth_rule: int) -> None:
+        """Expand a prefix that ends at a stage of width c (map w x h): end the network with
+        one more stage, or add a full stage and recurse."""
+        self.visited += 1
+        if self.visited > self.cap:
+            w0, h0, c0 = self.spec.shape
+            raise SearchCapped(
+                f"the planner's search for a {w0}x{h0}x{c0} input under these budgets passed {self.cap:,} "
+                "candidate networks; give a smaller --input or tighter budgets, or build a --recipe"
+            )
+        # a later stage halves the map; none goes below 2 pixels on its longer axis (a stage on
+        # a 1x1 map is a stack of dense layers that buys parameters without spatial work)
+        can_down = max(w, h) > 2 and (self.down == "pool" or self.limits.allows_stride(2))
+        if not can_down or len(filters) >= MAX_STAGES:
+            return
+        stages_left = min(MAX_STAGES - len(filters), math.ceil(math.log2(max(w, h))) - 1)
+        if self.hopeless(acc, w, h, c, stages_left):
+            self.pruned_bound += 1
+            return
+        # the likely best first (deep, wide), so that the bound has a strong incumbent early
+        for n in reversed(LAST_STAGE_BLOCKS):
+            self.last_stage(acc, w, h, c, c, 2 * c, n, stem, filters, blocks, False)
+        for grow in (2, 1):
+            f = c * grow
+            for n in (depth_rule,):
+                s_acc, w2, h2 = _stage(acc, w, h, c, f, n, self.block, self.down, False)
+                if not self.within(s_acc):
+                    self.pruned_budget += 1
+                    continue
+                self.stages(s_acc, w2, h2, f, stem, filters + (f,), blocks + (n,), n)
+
+    def run(self) -> None:
+        m = self.limits.channel_multiple
+        spec = self.spec
+        self.mac = self.b.mac_limit
+        self.heads = tuple(h for h in ("gap", "flatten") if h == "flatten" or self.limits.allows_op("global_avg_pool"))
+        for block in self.blocks:
+            needs = {"conv": ("conv2d",), "ds": ("conv2d", "depthwise_conv2d"), "res": ("conv2d", "add")}[block]
+            if not all(self.limits.allows_op(op) for op in needs) or not self.limits.allows_kernel(3):
+                continue
+            if block != "conv" and not self.limits.allows_kernel(1):
+                continue
+            modes = [
+                d
+                for d in DOWNSAMPLING
+                if (d == "pool" and self.limits.allows_op("max_pool"))
+                or (d == "stride" and self.limits.allows_stride(2))
+            ] or ["stride"]
+            for down in modes:
+                self.block, self.down = block, down
+                for kw, kh, sw, sh in _stems(spec, self.limits):
+                    stem = (kw, kh, sw, sh)
+                    for mult in STEM_WIDTHS:
+                        c0 = mult * m
+                        acc, w, h = _conv(_Acc(), spec.width, spec.height, spec.channels, c0, kw, kh, sw, sh)
+                        if not self.within(acc):
+                            self.pruned_budget += 1
+                            continue
+                        # stage 1 at the stem's resolution: its width is the stem's (x1 or x2
+                        # when it is the last stage), its blocks follow
+                        if down == modes[0]:  # a one-stage network does not downsample
+                            for n in reversed(LAST_STAGE_BLOCKS):
+                                self.last_stage(acc, w, h, c0, c0, c0, n, stem, (), (), True)
+                        for n in reversed(BLOCKS_PER_STAGE):
+                            s_acc, w2, h2 = _stage(acc, w, h, c0, c0, n, block, down, True)
+                            if not self.within(s_acc):
+                                self.pruned_budget += 1
+                                continue
+                            self.stages(s_acc, w2, h2, c0, stem, (c0,), (n,), n)
+
+    def stats(self) -> SearchStats:
+        return SearchStats(self.visited, self.evaluated, self.pruned_budget, self.pruned_bound)
 
 
 def search(
@@ -159,122 +513,120 @@ def search(
     budgets: Budgets | None,
     limits: TargetLimits = TargetLimits(),
     max_nodes: int | None = None,
-) -> list[Candidate]:
-    """Every candidate that meets the budgets (all candidates when budgets is None); raises
-    SearchCapped after visiting max_nodes (default MAX_SEARCH_NODES) partial networks."""
-    found: list[Candidate] = []
-    cap = MAX_SEARCH_NODES if max_nodes is None else max_nodes
-    visited = [0]
-    stem_stride = 2 if max(input_spec.width, input_spec.height) > 64 else 1
-    if not limits.allows_stride(stem_stride):
-        stem_stride = 1  # a target without stride 2 keeps the stem at full resolution
-    heads = [h for h in ("gap", "flatten") if h == "flatten" or limits.allows_op("global_avg_pool")]
-    b = budgets or Budgets(model_bytes=10**18)
-
-    def within(acc: _Acc) -> bool:
-        # weights and RAM only grow as layers are added, so a prefix over budget is pruned
-        return acc.weights <= b.model_bytes and _fits(acc.ram, b.ram_bytes) and _fits(acc.macs, b.macs)
-
-    def stage(acc: _Acc, w: int, h: int, c: int, filters: tuple[int, ...], convs: tuple[int, ...], stem_k: int) -> None:
-        first = not filters
-        # every stage repeats the first stage's conv count, except that the last stage may
-        # differ: finer steps in size without multiplying the search by 3 per stage
-        for f, n in ((f, n) for f in FILTER_CHOICES for n in CONVS_PER_STAGE):
-            if filters and f < filters[-1]:
-                continue
-            last_only = bool(convs) and n != convs[0]
-            visited[0] += 1
-            if visited[0] > cap:
-                w0, h0, c0 = input_spec.shape
-                raise SearchCapped(
-                    f"the planner's search for a {w0}x{h0}x{c0} input under these budgets passed {cap:,} "
-                    "candidate networks; give a smaller --input or tighter budgets, or build a --recipe"
-                )
-            cur, cw, ch, cc = acc, w, h, c
-            for j in range(n):
-                k = stem_k if first and j == 0 else 3
-                s = (stem_stride if first else 2) if j == 0 else 1
-                cur, cw, ch = _conv_step(cur, cw, ch, cc, f, k, s)
-                cc = f
-            if not within(cur):
-                continue
-            for head in heads:
-                if head == "flatten" and cw * ch > MAX_FLATTEN_PIXELS:
-                    continue
-                params, macs, model_bytes, ram = _finish(cur, cw, ch, cc, classes, head)
-                if model_bytes <= b.model_bytes and _fits(ram, b.ram_bytes) and _fits(macs, b.macs):
-                    found.append(
-                        Candidate(
-                            stem_k, stem_stride, filters + (f,), convs + (n,), head, params, macs, model_bytes, ram
-                        )
-                    )
-            if min(cw, ch) >= 2 and limits.allows_stride(2) and not last_only:
-                stage(cur, cw, ch, cc, filters + (f,), convs + (n,), stem_k)
-
-    for stem_k in STEM_KERNELS:
-        if limits.allows_kernel(stem_k) and limits.allows_kernel(3):
-            stage(_Acc(), input_spec.width, input_spec.height, input_spec.channels, (), (), stem_k)
-    return found
+    keep: int = 1,
+    rank: str = "score",
+    blocks: tuple[str, ...] = BLOCKS,
+) -> tuple[list[Candidate], SearchStats]:
+    """The `keep` best candidates that meet the budgets (no budgets: any size), best first, by
+    the objective (rank="score") or by the smallest model_bytes / peak_ram / macs; raises
+    SearchCapped after max_nodes (default MAX_SEARCH_NODES) stage prefixes. `blocks` narrows
+    the block types (e.g. ("ds",) for a DS-CNN-like space)."""
+    s = _Search(
+        input_spec,
+        classes,
+        budgets or Budgets(model_bytes=10**18),
+        limits,
+        keep,
+        MAX_SEARCH_NODES if max_nodes is None else max_nodes,
+        rank,
+        blocks=blocks,
+    )
+    s.run()
+    return s.kept, s.stats()
 
 
 def candidate_model(c: Candidate, input_spec: InputSpec, classes: int) -> Model:
+    relu = Activation.RELU
     layers: list[Layer] = []
-    for s, (f, n) in enumerate(zip(c.stage_filters, c.stage_convs)):
-        for j in range(n):
-            k = c.stem_kernel if s == 0 and j == 0 else 3
-            stride = (c.stem_stride if s == 0 else 2) if j == 0 else 1
-            layers.append(
-                Conv2d(
-                    name=f"s{s + 1}_conv{j + 1}",
-                    filters=f,
-                    kernel=(k, k),
-                    stride=(stride, stride),
-                    padding="same",
-                    activation=Activation.RELU,
-                )
-            )
+    (kw, kh), (sw, sh) = c.stem_kernel, c.stem_stride
+    layers.append(Conv2d("stem", c.stage_filters[0], (kw, kh), (sw, sh), "same", relu))
+    w, h = _same_out(input_spec.width, kw, sw), _same_out(input_spec.height, kh, sh)
+    prev, ch = "stem", c.stage_filters[0]
+    for s, (f, n) in enumerate(zip(c.stage_filters, c.stage_blocks), 1):
+        stride = (1, 1)
+        if s > 1:
+            if c.down == "pool":
+                pw, ph = _down(w), _down(h)
+                layers.append(MaxPool(f"s{s}_pool", (pw, ph), (pw, ph), "same", inputs=(prev,)))
+                prev = f"s{s}_pool"
+                w, h = _same_out(w, pw, pw), _same_out(h, ph, ph)
+            else:
+                stride = (_down(w), _down(h))
+        for j in range(1, n + 1):
+            p = f"s{s}_b{j}" if n > 1 else f"s{s}"
+            k = (_k(w), _k(h))
+            w2, h2 = _same_out(w, k[0], stride[0]), _same_out(h, k[1], stride[1])
+            if c.block == "conv":
+                layers.append(Conv2d(f"{p}_conv", f, k, stride, "same", relu, (prev,)))
+                prev = f"{p}_conv"
+            elif c.block == "ds":
+                layers.append(DepthwiseConv2d(f"{p}_dw", k, stride, "same", relu, (prev,)))
+                layers.append(Conv2d(f"{p}_pw", f, (1, 1), (1, 1), "same", relu, (f"{p}_dw",)))
+                prev = f"{p}_pw"
+            else:
+                layers.append(Conv2d(f"{p}_conv1", f, k, stride, "same", relu, (prev,)))
+                k2 = (_k(w2), _k(h2))
+                layers.append(Conv2d(f"{p}_conv2", f, k2, (1, 1), "same", Activation.NONE, (f"{p}_conv1",)))
+                short = prev
+                if stride != (1, 1) or ch != f:
+                    layers.append(Conv2d(f"{p}_proj", f, (1, 1), stride, "same", Activation.NONE, (prev,)))
+                    short = f"{p}_proj"
+                layers.append(Add(f"{p}_add", (f"{p}_conv2", short), relu))
+                prev = f"{p}_add"
+            w, h, ch, stride = w2, h2, f, (1, 1)
     if c.head == "gap":
-        layers.append(GlobalAvgPool(name="gap"))
-    layers += [Dense(name="fc", units=classes), Softmax(name="softmax")]
-    w, h, ch = input_spec.shape
+        layers.append(GlobalAvgPool("gap", (prev,)))
+        prev = "gap"
+    layers += [Dense("fc", classes, inputs=(prev,)), Softmax("softmax")]
+    w0, h0, c0 = input_spec.shape
     return chain(
-        f"plan_{c.name}", input_spec, layers, description=f"planned for {w}x{h}x{ch} input, {classes} classes: {c.name}"
+        f"plan_{c.name}",
+        input_spec,
+        layers,
+        description=f"planned for {w0}x{h0}x{c0} input, {classes} classes: {c.name}",
     )
 
 
 def _infeasible_message(input_spec: InputSpec, classes: int, budgets: Budgets, limits: TargetLimits) -> str:
     """Which budget binds and how far to raise it: lift the model-bytes budget, then RAM too,
-    then the MAC limit too, keeping the others (each search bounded like the main one)."""
+    then the MAC (and latency) limit too, keeping the others (each search bounded)."""
     head = (
         f"no plan fits model bytes <= {format_size(budgets.model_bytes)}"
         + (f", peak RAM <= {format_size(budgets.ram_bytes)}" if budgets.ram_bytes else "")
         + (f", MACs <= {budgets.macs:,}" if budgets.macs else "")
+        + (f", latency <= {budgets.latency_ms:g} ms" if budgets.latency_macs is not None else "")
     )
     lift, cap = 10**18, MAX_SEARCH_NODES // 3
     try:
-        found = search(input_spec, classes, Budgets(lift, budgets.ram_bytes, budgets.macs), limits, cap)
+        found, _ = search(input_spec, classes, replace(budgets, model_bytes=lift), limits, cap, rank="model_bytes")
         if found:
-            smallest = min(found, key=lambda c: (c.model_bytes, c.name))
+            smallest = found[0]
             return (
                 f"{head}; the smallest plan needs {format_size(smallest.model_bytes)} of model bytes "
                 f"({smallest.name}); use --budget {smallest.model_bytes}B or more"
             )
         if budgets.ram_bytes:
-            found = search(input_spec, classes, Budgets(lift, None, budgets.macs), limits, cap)
+            relaxed = replace(budgets, model_bytes=lift, ram_bytes=None)
+            found, _ = search(input_spec, classes, relaxed, limits, cap, rank="peak_ram")
             if found:
-                least = min(found, key=lambda c: (c.peak_ram, c.name))
+                least = found[0]
                 return (
                     f"{head}; the plan with the least RAM needs {format_size(least.peak_ram)} "
                     f"({least.name}); use --ram {least.peak_ram}B or more"
                 )
-        if budgets.macs:
-            found = search(input_spec, classes, Budgets(lift, None, None), limits, cap)
+        if budgets.mac_limit is not None:
+            found, _ = search(input_spec, classes, Budgets(lift), limits, cap, rank="macs")
             if found:
-                least = min(found, key=lambda c: (c.macs, c.name))
-                return (
-                    f"{head}; the plan with the fewest MACs needs {least.macs:,} ({least.name}); "
-                    f"use --macs {least.macs} or more"
-                )
+                least = found[0]
+                advice = f"use --macs {least.macs} or more"
+                if (
+                    budgets.latency_macs is not None
+                    and budgets.macs_per_ms
+                    and budgets.mac_limit == budgets.latency_macs
+                ):
+                    ms = math.ceil(least.macs / budgets.macs_per_ms * 10) / 10
+                    advice = f"use --latency {ms:g}ms or more"
+                return f"{head}; the plan with the fewest MACs needs {least.macs:,} ({least.name}); {advice}"
     except SearchCapped:
         return f"{head}; no relaxed budget was found within {cap:,} candidates (try a smaller --input)"
     return "no plan exists for this input and target (no supported conv fits the input)"
@@ -292,30 +644,52 @@ def plan(
 
     `ram_model` replaces the liveness peak with a runtime's own RAM model (the TFLM arena for
     the mcu target). The liveness peak is a lower bound of any such model, so the search prunes
-    with it and the ranked candidates are then checked with `ram_model` in order.
+    with it and the kept candidates are then checked with `ram_model` in order; when none
+    passes, the search runs again with the RAM budget lowered by the smallest excess seen.
     """
     if classes < 1:
         raise UsageError(f"--classes: expected at least 1 class, got {classes}")
     if top < 0:
         raise UsageError(f"--top: expected N >= 0, got {top}")
-    feasible = sorted(search(input_spec, classes, budgets, limits), key=Candidate.sort_key)
-    if ram_model is not None and budgets.ram_bytes is not None:
-        chosen = []
-        for c in feasible:
+    checked = ram_model is not None and budgets.ram_bytes is not None
+    keep = top + 8 if checked else top + 1
+    search_budgets = budgets
+    total = (0, 0, 0, 0)
+    chosen: list[Candidate] = []
+    for _attempt in range(6):
+        found, stats = search(input_spec, classes, search_budgets, limits, keep=keep)
+        total = tuple(a + b for a, b in zip(total, _astuple(stats)))  # type: ignore[assignment]
+        if not found:
+            if search_budgets is budgets:
+                raise InfeasibleError(_infeasible_message(input_spec, classes, budgets, limits))
+            break
+        if not checked:
+            chosen = found
+            break
+        assert ram_model is not None and budgets.ram_bytes is not None and search_budgets.ram_bytes is not None
+        excess = []
+        for c in found:
             ram = ram_model(analyze(candidate_model(c, input_spec, classes)))
             if ram <= budgets.ram_bytes:
                 chosen.append(replace(c, peak_ram=ram))
-                if len(chosen) > top:
-                    break
-        if not chosen and feasible:
-            raise InfeasibleError(
-                f"no plan fits peak RAM <= {format_size(budgets.ram_bytes)} with the target's "
-                f"RAM model (the leanest candidate needs more); raise --ram"
-            )
-        feasible = chosen
-    if not feasible:
-        raise InfeasibleError(_infeasible_message(input_spec, classes, budgets, limits))
+            else:
+                excess.append(ram - c.peak_ram)
+        if chosen:
+            break
+        search_budgets = replace(search_budgets, ram_bytes=search_budgets.ram_bytes - min(excess))
+    if not chosen:
+        raise InfeasibleError(
+            f"no plan fits peak RAM <= {format_size(budgets.ram_bytes or 0)} with the target's "
+            f"RAM model (the leanest candidate needs more); raise --ram"
+        )
+    feasible = chosen
     best = feasible[0]
     model = candidate_model(best, input_spec, classes)
     analysis = analyze(model)
-    return Plan(model, analysis, estimate(analysis, ram_model), best, budgets, tuple(feasible[1 : 1 + top]))
+    return Plan(
+        model, analysis, estimate(analysis, ram_model), best, budgets, tuple(feasible[1 : 1 + top]), SearchStats(*total)
+    )
+
+
+def _astuple(s: SearchStats) -> tuple[int, int, int, int]:
+    return (s.visited, s.evaluated, s.pruned_budget, s.pruned_bound)

@@ -38,6 +38,24 @@ class Tolerance:
 
 
 @dataclass(frozen=True)
+class LatencyModel:
+    """Predicted latency = MACs / (MACs per cycle x clock): the firmware issue's fit to the
+    published MLPerf Tiny results (edgeconv/firmware/latency.py computes the figures; a profile
+    carries them as numbers so that plan/ never imports firmware/)."""
+
+    macs_per_cycle: float
+    clock_mhz: float
+    source: str = ""
+
+    @property
+    def macs_per_ms(self) -> float:
+        return self.macs_per_cycle * self.clock_mhz * 1e3
+
+    def predict_ms(self, macs: int) -> float:
+        return macs / self.macs_per_ms
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     description: str
@@ -55,6 +73,8 @@ class Target:
     ops: tuple[str, ...] | None
     kernels: tuple[int, ...] | None
     strides: tuple[int, ...] | None
+    channel_multiple: int  # the planner's width step: widths the target's kernels run fastest
+    latency: LatencyModel | None
     options: tuple[tuple[str, Any], ...]
     tolerance: Tolerance
     source: str
@@ -123,6 +143,17 @@ def _int_list(p: _Profile, section: str, key: str) -> tuple[int, ...] | None:
     return None if value is None else tuple(value)
 
 
+def _latency(p: _Profile) -> LatencyModel | None:
+    if "latency" not in p.data:
+        return None
+    positive = (lambda v: v > 0, "a positive number")
+    return LatencyModel(
+        macs_per_cycle=float(p.get("latency", "macs_per_cycle", (int, float), ..., *positive)),
+        clock_mhz=float(p.get("latency", "clock_mhz", (int, float), ..., *positive)),
+        source=p.get("latency", "source", str, ""),
+    )
+
+
 def parse_profile(data: dict[str, Any], source: str) -> Target:
     p = _Profile(source, data)
     ops = p.get(
@@ -171,6 +202,10 @@ def parse_profile(data: dict[str, Any], source: str) -> Target:
         ops=None if ops is None else tuple(ops),
         kernels=_int_list(p, "supports", "kernels"),
         strides=_int_list(p, "supports", "strides"),
+        channel_multiple=p.get(
+            "supports", "channel_multiple", int, 8, lambda v: 1 <= v <= 64, "an integer from 1 to 64"
+        ),
+        latency=_latency(p),
         options=tuple(sorted(options.items())),
         tolerance=Tolerance(
             lsb_policy=p.get(
