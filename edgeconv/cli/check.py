@@ -116,6 +116,13 @@ def run(folder, target, input_path, output_path, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--md", "md_path", metavar="FILE", help="Write a Markdown summary.")
 @click.option("--junit", "junit_path", metavar="FILE", help="Write JUnit XML (a test suite per verdict kind).")
+@click.option(
+    "--model-explorer",
+    "explorer_dir",
+    metavar="OUTDIR",
+    help="Write Model Explorer node data per target (OUTDIR/<target>.lsb.json, .sqnr.json) for "
+    "'model-explorer DIR/model.int8.tflite --node_data_paths=...' (the explorer extra).",
+)
 def parity(
     folder,
     target_list,
@@ -132,6 +139,7 @@ def parity(
     as_json,
     md_path,
     junit_path,
+    explorer_dir,
 ):
     """Check every target against its int8 golden (deployment) and the float reference (quality).
 
@@ -156,6 +164,12 @@ def parity(
     for path, what in ((md_path, "--md"), (junit_path, "--junit")):
         if path:
             check_output_path(Path(path), what)  # before the run, not after it
+    if explorer_dir:
+        from edgeconv.report.explorer import node_data_builder
+
+        node_data_builder()  # a missing package is named before the run, not after it
+        if Path(explorer_dir).exists() and not Path(explorer_dir).is_dir():
+            raise UsageError(f"--model-explorer: expected a folder (or a new path), got the file {explorer_dir}")
     build = load_build(folder)
     targets_ = targets_option(target_list)
     labels = None
@@ -187,16 +201,32 @@ def parity(
         write_bytes_atomic(Path(md_path), to_markdown(report).encode("utf-8"), "--md")
     if junit_path:
         write_bytes_atomic(Path(junit_path), to_junit(report), "--junit")
+    wrote = _write_overlays(build, to_json(report), Path(explorer_dir)) if explorer_dir else []
     if as_json:
         emit_json(to_json(report))
     else:
-        click.echo(to_text(report))
+        click.echo("\n".join([to_text(report), *wrote]))
     if not report.passed:
         failed = [f"{c.target} {c.kind} {c.name}" for c in report.checks if not c.passed]
         raise CheckFailed(
             f"parity failed ({', '.join(report.failed_kinds)}; exit {report.exit_code}): {', '.join(failed)}",
             report.exit_code,
         )
+
+
+def _write_overlays(build, doc: dict, out) -> list[str]:
+    """Write the Model Explorer node data of a parity run; the lines that say so."""
+    from edgeconv.core.io import write_files_atomic
+    from edgeconv.report.explorer import overlay_files
+
+    files, missing = overlay_files(build, doc)
+    write_files_atomic(out, files)
+    note = f"; layers with no tensor in model.int8.tflite: {', '.join(missing)}" if missing else ""
+    tflite = build.folder / "model.int8.tflite"
+    return [
+        f"wrote {len(files)} Model Explorer node-data files to {out}{note}:",
+        f"  model-explorer {tflite} --node_data_paths={','.join(str(out / n) for n in files)}",
+    ]
 
 
 @click.command()

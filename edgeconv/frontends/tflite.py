@@ -753,3 +753,12 @@ def op_counts(data: bytes) -> dict[str, int]:
             key = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
             counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def operator_output_names(data: bytes, where: str = "tflite") -> tuple[str, list[str]]:
+    """The main subgraph's name ("main" when unnamed) and its operators' output tensor names in
+    op order: what a graph viewer (Model Explorer) names the graph and keys each node by."""
+    model_t = parse(data, where)
+    sub = model_t.subgraphs[0]
+    names = [_name(sub.tensors[i].name) for op in sub.operators or [] for i in op.outputs if i >= 0]
+    return _name(sub.name) or "main", names

@@ -148,6 +148,11 @@ def _check_json(c) -> dict:
     }
 
 
+def _rows_json(rows: list[dict]) -> list[dict]:
+    """Per-layer rows for JSON: an exact layer's infinite SQNR as the string "inf"."""
+    return [{k: json_number(v) for k, v in row.items()} for row in rows]
+
+
 def to_json(report: ParityReport) -> dict:
     return {
         "model": report.model,
@@ -186,7 +191,7 @@ def to_json(report: ParityReport) -> dict:
                         "allowed": r.divergence.allowed,
                         "share_differing": r.divergence.share_differing,
                     },
-                    "per_layer": r.per_layer,
+                    "per_layer": _rows_json(r.per_layer),
                 },
                 QUALITY: {
                     "passed": r.verdict(QUALITY),
@@ -197,7 +202,7 @@ def to_json(report: ParityReport) -> dict:
                 "vs_golden": r.lsb_stats,
                 "vs_float": {k: json_number(v) for k, v in r.float_stats.items()},
                 "checks": [_check_json(c) for c in r.checks],
-                "per_layer": r.per_layer,
+                "per_layer": _rows_json(r.per_layer),
             }
             for r in report.results
         ],

@@ -149,6 +149,7 @@ def per_layer_rows(
     got: dict[str, np.ndarray],
     want: dict[str, np.ndarray],
     golden: str | None = None,
+    float_all: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[dict], LayerDivergence | None]:
     """Each layer the target exposes against the golden, two ways:
 
@@ -156,7 +157,9 @@ def per_layer_rows(
       that layer, against the target's output: what this layer computed, independent of
       rounding differences upstream (which across families accumulate with depth);
     - chain ("chain_max_lsb", informational): against the golden run end to end from the input.
-    Without `golden` only the chain comparison is made (and gated as before)."""
+    Without `golden` only the chain comparison is made (and gated as before). With `float_all`
+    (the float reference's tensors) each row also has "sqnr_db": the target's dequantized
+    layer output against the float layer output (quality, informational per layer)."""
     from edgeconv.quant.golden import run_layer
 
     analysis = build.analysis
@@ -183,6 +186,10 @@ def per_layer_rows(
             allowed = end_to_end_allowance(tol.lsb_policy, tol.max_lsb_vs_golden, analysis, golden or "", info.name)
             row.update(allowed=allowed, **chain)
         row.update(chain_max_lsb=chain["max_lsb"], chain_share_differing=chain["share_differing"])
+        tq = build.qparams.activations.get(info.name)
+        if float_all is not None and info.name in float_all and tq is not None:
+            ref = float_all[info.name]
+            row["sqnr_db"] = metrics.sqnr_db(ref, dequantize(target_out, tq, "int8").reshape(ref.shape))
         rows.append(row)
         if divergence is None and row["max_lsb"] > row["allowed"]:
             divergence = LayerDivergence(
@@ -321,7 +328,7 @@ def check_target(
     rows: list[dict] = []
     divergence: LayerDivergence | None = None
     if per_layer:
-        rows, divergence = per_layer_rows(build, target, got, want_all, golden)
+        rows, divergence = per_layer_rows(build, target, got, want_all, golden, float_all)
         checks.append(layers_check(target.name, rows, golden))
     # -- quality -----------------------------------------------------------------------------
     min_sqnr, min_sqnr_out, min_top1 = (floors or Floors()).resolve(target)
