@@ -23,6 +23,18 @@ def test_ds_cnn_shapes():
     assert a.output_shape == (1, 1, 12)
 
 
+def test_mobilenet_v1_025_matches_mlperf_tiny_vww():
+    # the MLPerf Tiny VWW reference (vww_model.py, alpha 0.25): BatchNorm folded, 7.49 M MACs
+    a = analyze(load_recipe("mobilenet_v1_025"))
+    assert a.params == 210_850
+    assert a.macs == 7_489_664
+    assert a.info("conv1").out_shape == (48, 48, 8)  # 3x3 stride-2 'same': 96 -> 48
+    assert a.info("pw6").out_shape == (6, 6, 128)
+    assert a.info("pw13").out_shape == (3, 3, 256)
+    assert sum(layer.op == "depthwise_conv2d" for layer in a.model.layers) == 13
+    assert a.output_shape == (1, 1, 2)
+
+
 def test_vgg_small_shapes():
     a = analyze(load_recipe("vgg_small"))
     assert a.info("pool3").out_shape == (4, 4, 64)
