@@ -121,7 +121,7 @@ def test_npu_output_follows_the_end_to_end_policy(npu, builds, model_id):
 @pytest.mark.parametrize("model_id", ["resnet8", MODEL_IDS[-1]])
 def test_npu_every_layer_within_its_op_bound(npu, builds, model_id):
     """Each layer on the NPU's own inputs vs the qnn_htp golden op (parity.run.per_layer_rows):
-    0 LSB at exact ops (dense, max_pool), at most the BOUNDED_OPS bound at the others."""
+    0 LSB at exact ops (max_pool, pad, concat), at most the BOUNDED_OPS bound at the others."""
     from edgeconv.parity.run import per_layer_rows
 
     build = builds[model_id]
@@ -133,7 +133,34 @@ def test_npu_every_layer_within_its_op_bound(npu, builds, model_id):
     assert len(rows) == len(names) and divergence is None, divergence
     for r in rows:
         assert r["allowed"] == golden.op_bound("qnn_htp", r["op"])
-    assert any(r["allowed"] == 0 for r in rows), "an exact op (dense) is held to 0 LSB"
+
+
+@pytest.mark.parametrize("op", ["gemm", "conv"])
+def test_npu_bias_is_the_only_residue_of_conv_and_fc(npu, op):
+    """scripts/probe_htp_bias.py: the accumulator 127a + b over 0..4,190 through a Gemm / 1x1 Conv
+    with per-channel biases -100..100 next to a bias of 3,000. The htp golden's two integer steps
+    match the zero-bias channel exactly; the HTP adds other biases as b or b - sign(b) (one step
+    toward zero, 52 of 200 here), which costs exactly 1 LSB: why dense and conv are bounded at 1."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import probe_htp_bias as probe
+
+    from edgeconv.quant import htp
+
+    small = np.array([b for b in range(-100, 101) if b != 0])
+    bias = np.concatenate([[0], small, [3000]])
+    acc0, y = probe.run_probe(npu, op, bias)
+    s_w = np.full(len(bias), probe.S_W)
+    want = np.clip(htp.requantize_htp(acc0[:, None] + bias, probe.S_IN, s_w, probe.S_OUT) + probe.ZP_OUT, 0, 255)
+    diff = np.abs(y - want)
+    assert diff[:, 0].max() == 0, "zero bias: the two integer steps are exact"
+    assert diff.max() == 1
+    delta = np.array(probe.effective_biases(acc0, y)[1:-1], dtype=np.int64) - small
+    assert set(np.unique(delta * np.sign(small)).tolist()) == {-1, 0}  # only ever one step toward zero
+    assert int(np.count_nonzero(delta)) == 52
+    assert golden.op_bound("qnn_htp", "dense") == golden.op_bound("qnn_htp", "conv2d") == 1
 
 
 def test_npu_float_runs_in_fp16(npu, builds):
@@ -243,3 +270,23 @@ def test_arena_too_small_is_an_error_with_the_size_needed(builds):
     with pytest.raises(InputError, match=rf"4000-byte TFLM arena is too small, the model needs {needed} bytes") as err:
         backend.run(build, _inputs(build, "int8"))
     assert "\n" not in str(err.value)
+
+
+def test_npu_pins_recorded_in_report_and_bundle(npu, builds):
+    """What the qnn_htp golden depends on (htp_arch, soc_model, the QNN SDK) is in the JSON report
+    of a parity run and in the manifest of a device bundle, next to the installed SDK."""
+    import json
+
+    from edgeconv.device.bundle import MANIFEST, bundle_files
+    from edgeconv.parity.report import to_json
+    from edgeconv.parity.run import parity_inputs, run_parity
+
+    build = builds["ds_cnn"]
+    x = parity_inputs(build.analysis, 2, 0)
+    report = to_json(run_parity(build, [npu.target], x, "test", per_layer=False))
+    manifest = json.loads(bundle_files(build, npu.target, x, "test")[MANIFEST])
+    for pins in (report["targets"][0]["pins"], manifest["pins"]):
+        assert (pins["htp_arch"], pins["soc_model"], pins["qnn_sdk"]) == ("73", "43", "2.51.0")
+        assert pins["qnn_sdk_installed"] == pins["qnn_sdk"] and pins["rounding"] == "htp"
+        assert pins["packages"]["onnxruntime-qnn"]
+    assert any(c["name"] == "runtime_pins" and c["passed"] for c in report["targets"][0]["deployment"]["checks"])

@@ -1,41 +1,56 @@
-"""The "htp" rounding family: how the QNN HTP emulator (onnxruntime-qnn 2.7.0, libQnnHtp for
-htp_arch 73, QDQ ONNX with uint8 activations and int8 per-channel weights) requantizes.
+"""The "htp" rounding family: how the QNN HTP emulator (onnxruntime-qnn 2.7.0 = QNN SDK 2.51.0,
+libQnnHtp for htp_arch 73, soc_model 43; QDQ ONNX with uint8 activations and int8 per-channel
+weights) computes each op. It is the npu's golden: quant.golden.RUNTIMES "qnn_htp", judged with
+the exact policy (0 LSB at every exact op, the bound below at a bounded op, each layer fed the
+NPU's own inputs). The pins (htp_arch, soc_model, qnn_sdk) sit in targets/npu.toml and are
+recorded in every parity report and bundle (parity.run.target_pins); parity fails on another SDK.
 
-Measured with single-op probe models (scripts/probe_htp.py writes them and prints the table in
-the README section "QNN HTP golden"): a 1x1 conv with weights (127, 1) over a 256x256 input
-that makes the int32 accumulator take every value 0..32,640, swept over 8 multipliers from
-3.3e-5 to 0.9, then random conv / depthwise / FC layers over channel counts 3..64, kernel
-1/3/5, strides 1/2, input/output zero points 0..200 and scale ratios 0.0003..0.9.
-
-Conv, depthwise (stride 1) and FC requantize in two integer steps, per output channel c:
+Conv, depthwise (stride 1) and FC requantize in two integer steps, per output channel c
+(single-op probes: a 1x1 conv with weights (127, 1) over a 256x256 input makes the int32
+accumulator take every value 0..32,640, swept over 8 multipliers from 3.3e-5 to 0.9; then random
+conv / depthwise / FC layers over channel counts 3..64, kernel 1/3/5, strides 1/2, zero points
+0..200 and scale ratios 0.0003..0.9):
 
   1. k[c] = ceil(log2(1 / (16 · m[c]))), m[c] = s_in · s_w[c] / s_out (double from float32
      scales): the accumulator is shifted right by k, *truncating* (floor):  v = acc >> k.
-     The step thresholds of the dense sweep sit exactly at multiples of 2^k (gcd of the
-     thresholds: 2, 32, 64, 256, 1024 for m = 1/30, 1/300, 1/1000, 1/3000, 1/10000), so the
-     low bits are dropped before the multiply; k makes M = m·2^k fall in [1/16, 1/8).
-  2. M is held with 12 significant bits (a Q15 multiplier below 2^12 / 2^15; rounding to
-     nearest), and the output is rint((v + 1/2) · M) + zp: the half bucket restores the
-     truncation's mean, ties to even. k may be negative for m >= 1/16 (a left shift).
+     The step thresholds of the dense sweep sit exactly at multiples of 2^k, so the low bits are
+     dropped before the multiply; k makes M = m·2^k fall in [1/16, 1/8).
+  2. M is held with 12 significant bits (rounding to nearest), and the output is
+     rint((v + 1/2) · M) + zp: the half bucket restores the truncation's mean, ties to even.
+     k may be negative for m >= 1/16 (a left shift).
 
-  Fit: 0 mismatches over 8 x 65,536 accumulator values of the dense sweep; 0 on 3x3 convs
-  with 16..64 input channels at strides 1 and 2; 1-3 in ~1,000 outputs (1 LSB) on convs with
-  3..8 input channels (a first layer), where the HTP evidently runs another kernel.
+  Fit without a bias: 0 mismatches over 8 x 65,536 accumulator values.
+
+The bias (scripts/probe_htp_bias.py; the one rule not reproduced): the HTP does not add the
+file's int32 bias b but an integer one step toward zero for some channels, b - sign(b), and which
+ones depends on the whole bias tensor (its range), not on the channel alone: with biases
+-100..100 next to one bias L, 2 of 200 move for L = 300, 52-64 for L = 1,000-3,000, 92-104 for
+L = 30,000-30,000,000, identically in Gemm and Conv; the striped pattern (runs of ~10 moved, ~9
+kept at L = 3e7) is that of a re-encoding of the bias tensor on a grid set by its range, but no
+grid (2^31 ± 5,000, 2^30, 2^32 levels; float32 / float64 steps; trunc / floor / rint) fits it.
+A bias one step toward zero changes floor((acc + b) / 2^k) only where acc + b and acc + b -
+sign(b) straddle a multiple of 2^k (b > 0: acc + b on the multiple), so the output is 1 LSB off
+there and nowhere else (probe: max 1 LSB, every L): this is the "acc a multiple of 2^k" residue
+of conv layers (0-82 of 262,144 outputs per layer on the trained ResNet-8, against 401-5,927
+for float32 requantization) and the trained ResNet-8's fc (3 of 640). Conv, depthwise (stride
+1) and dense are therefore bounded at 1 LSB (KNOWN_HTP_DEVIATIONS); a zero bias is exact.
+
 Depthwise with stride 2 is not bucketed: it matches float32 requantization (fp32 family) with
-0 mismatches on 4 probes; stride 1 follows the two-step rule above.
-Add, average pool, global average pool and softmax are matched by ORT's CPU kernels (fp32
-family) within 1 LSB; the differences are near-ties (real value within 1e-6 of k + 1/2) that
-HTP resolves with multipliers of a precision not identified (12-, 14-, 15-, 16-bit and
-float16/float32 multiplier models all leave 0.4-5% of the near-ties wrong). KNOWN_HTP_DEVIATIONS
-records what is bounded rather than exact.
+0 mismatches on 4 probes. Add, average pool, global average pool and softmax are matched by
+ORT's CPU kernels (fp32 family) within 1 LSB; the differences are near-ties (real value within
+1e-6 of k + 1/2) that HTP resolves with multipliers of a precision not identified (12-, 14-,
+15-, 16-bit and float16/float32 multiplier models all leave 0.4-5% of the near-ties wrong).
+Max pool, pad and concat are exact.
 
-On the trained MLPerf ResNet-8 (16 photo crops, each layer fed the HTP's own inputs): the fp32
-family misses 401-5,927 outputs per conv layer (1 LSB), this model 0-82 of 262,144 (1 LSB);
-the remaining misses have acc an exact multiple of 2^k, where the HTP's result is the one
-without the +1/2 (an open lead for an exact rule). FC: 0 misses (fp32: 3).
-Status: requantize(..., family="htp") and int8_ops.golden_variant(op, "qnn_htp") exist; the
-"qnn_htp" runtime is not yet in quant.golden.RUNTIMES (that also needs tests/test_golden.py's
-per-runtime cases), so the npu is still judged against the fp32 golden, layer by layer.
+Per op against the HTP on its own inputs (recipes, planner outputs, trained ResNet-8, imports):
+
+  op                          golden                                  bound
+  conv2d, depthwise stride 1  two integer steps above                 1 LSB (bias, see above)
+  depthwise stride 2          float32 requantization                  1 LSB (as depthwise)
+  dense                       two integer steps above                 1 LSB (bias, see above)
+  add, avg / global avg pool  ORT CPU (float32)                       1 LSB (near-ties)
+  softmax                     ORT CPU (uint32 exp table)              1 LSB
+  max_pool, pad, concat       exact                                   0
 """
 
 from __future__ import annotations
@@ -47,13 +62,12 @@ DEPTHWISE_STRIDED_FAMILY = "fp32"  # depthwise with stride > 1: float32 requanti
 BUCKET_TARGET = 16  # k makes 2^k · m fall in [1/16, 1/8): the truncated accumulator has 1/16..1/8 LSB steps
 
 # op -> (max LSB measured against the golden op fed with the HTP's own inputs, reason); an op not
-# listed (dense, max_pool, pad, concat) is bit-exact: dense 0 misses on every recipe and the trained ResNet-8
+# listed (max_pool, pad, concat) is bit-exact
+_BIAS = "the HTP adds some channels' int32 bias one step toward zero (rule not identified, scripts/probe_htp_bias.py)"
 KNOWN_HTP_DEVIATIONS: dict[str, tuple[int, str]] = {
-    "conv2d": (
-        1,
-        "0-354 of 262,144-524,288 outputs per layer (recipes, trained ResNet-8): acc an exact multiple of 2^k",
-    ),
-    "depthwise_conv2d": (1, "stride 1: 6-360 of 256,000 outputs per layer (ds_cnn), as conv2d"),
+    "conv2d": (1, f"0-354 of 262,144-524,288 outputs per layer (acc + bias on a 2^k step): {_BIAS}"),
+    "depthwise_conv2d": (1, f"stride 1: 6-360 of 256,000 outputs per layer (ds_cnn): {_BIAS}"),
+    "dense": (1, f"3 of 640 outputs on the trained ResNet-8's fc (acc + bias on a 2^k step): {_BIAS}"),
     "add": (1, "near-ties of the two rescaled inputs; multiplier precision not identified"),
     "avg_pool": (1, "ORT's float32 average; HTP's divide not identified"),
     "global_avg_pool": (1, "ORT's float32 mean; HTP's divide not identified"),
