@@ -57,9 +57,37 @@ def test_build_folder_that_is_a_file(tmp_path, capsys):
     assert "is a file, expected a folder" in line and "not found" not in line, line
 
 
-def test_pass_prints_no_first_diverging_layer(built, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["parity", str(built), "--targets", "cpu"])
-    out = capsys.readouterr().out
-    assert exit_info.value.code == 0, out
-    assert "PASS" in out and "first diverging" not in out and "allowed 3" not in out
+def test_npu_pass_prints_no_first_diverging_layer_and_no_runtime_chatter(built):
+    """The friction was seen on the NPU (an allowance of 3 LSB, `--per-layer`): a PASS with a
+    "first diverging layer ... (allowed 3)" line under it. In a real process (native stderr),
+    the QNN EP writes nothing: stderr is the one progress line of the pipe."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime_qnn")
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGECONV_VERBOSE", "CI")}
+    cmd = [sys.executable, "-m", "edgeconv", "parity", str(built), "--targets", "npu", "--per-layer"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "PASS" in run.stdout and "first diverging" not in run.stdout and "allowed 3" not in run.stdout
+    assert run.stderr == "npu: running 32 samples\n", run.stderr
+
+
+def test_no_document_cited_that_the_repository_lacks():
+    """xfail reasons and docstrings once cited DESIGN.md, which the repository does not ship:
+    every NAME.md cited in the sources, tests, scripts, profiles and README exists here."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "README.md", root / "pyproject.toml"]
+    for folder, pattern in (("edgeconv", "*.py"), ("tests", "*.py"), ("scripts", "*"), ("targets", "*.toml")):
+        files += [p for p in (root / folder).rglob(pattern) if p.is_file() and p != Path(__file__).resolve()]
+    cited = {}
+    for path in files:
+        for name in re.findall(r"\b([A-Z][A-Z0-9_-]+\.md)\b", path.read_text(encoding="utf-8", errors="replace")):
+            cited.setdefault(name, path.relative_to(root).as_posix())
+    assert "README.md" in cited  # the scan reads what it should
+    missing = {name: where for name, where in cited.items() if not (root / name).exists()}
+    assert not missing, f"cited but not in the repository: {missing}"

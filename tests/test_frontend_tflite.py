@@ -61,7 +61,7 @@ def test_mlperf_float_file_imports_exactly(crops):
     analysis = analyze(imported.model)
     assert imported.source_format == "tflite" and imported.quant is None and imported.original_artifact is None
     assert _ops(imported.model) == MLPERF_OPS
-    # DESIGN.md §2: ResNet-8 with 1x1 projection shortcuts, BN folded
+    # MLPerf Tiny's ResNet-8: 1x1 projection shortcuts, BN folded
     assert (analysis.params, analysis.macs) == (77_706, 12_501_632)
     assert analysis.model.input.shape == (32, 32, 3) and analysis.output_shape == (1, 1, 10)
     # the stride-2 3x3 SAME convs pad (top, left, bottom, right) = (0, 0, 1, 1), as TFLite does

@@ -1,4 +1,4 @@
-"""QuantParams from calibrated ranges: the int8 rules of DESIGN.md §5, for every recipe."""
+"""QuantParams from calibrated ranges: the int8 rules (README: "Quantization: once, for every format"), for every recipe."""
 
 from __future__ import annotations
 

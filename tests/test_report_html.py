@@ -19,10 +19,30 @@ from edgeconv.plan.arena import lifetimes, predict_head_bytes, tflite_graph
 SECTIONS = ("model", "memory", "parity", "latency")
 
 
-def _edgeconv(*args: str) -> str:
+FAULTY = "s2_conv2"  # the arm artifact's weights of this layer get four channels sign-flipped
+
+
+def _edgeconv(*args: str, ok: tuple[int, ...] = (0,)) -> str:
     run = subprocess.run([sys.executable, "-m", "edgeconv", *args], capture_output=True, text=True, timeout=180)
-    assert run.returncode == 0, run.stderr
+    assert run.returncode in ok, run.stderr
     return run.stdout
+
+
+def _break_arm(folder) -> None:
+    """A weight fault in model.int8.tflite only (arm runs it, cpu runs the QDQ .onnx): arm's
+    deployment check fails at FAULTY (and its quality with it), cpu passes both, so the page
+    shows passing and failing verdicts of both kinds."""
+    import numpy as np
+
+    from edgeconv.artifacts.folder import reseal_build_folder
+    from edgeconv.export import tamper
+    from edgeconv.parity.bugs import negate_channels
+
+    path = folder / "model.int8.tflite"
+    data = path.read_bytes()
+    w = tamper.tflite_array(data, f"{FAULTY}.weight")
+    path.write_bytes(tamper.tflite_edit(data, f"{FAULTY}.weight", negate_channels(np.asarray(w))))
+    reseal_build_folder(folder)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +52,10 @@ def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     folder = root / "resnet8"
     run_build(BuildRequest(recipe="resnet8", calib_samples=8, out=str(folder)))
-    (root / "parity.json").write_text(_edgeconv("parity", str(folder), "--targets", "cpu,arm", "--json"))
+    _break_arm(folder)
+    (root / "parity.json").write_text(
+        _edgeconv("parity", str(folder), "--targets", "cpu,arm", "--json", ok=(5,))
+    )  # arm: deployment and quality fail
     (root / "bench.json").write_text(
         _edgeconv("bench", str(folder), "--targets", "cpu,arm", "--repeat", "3", "--warmup", "1", "--json")
     )
@@ -59,13 +82,28 @@ class _Attrs(HTMLParser):
         self.tags.append((tag, {k: v or "" for k, v in attrs}))
 
 
+def _script_text(page: str, element_id: str) -> str:
+    match = re.search(rf"<script type=\"?application/json\"? id=\"?{element_id}\"?>(.*?)</script>", page, re.S)
+    assert match, element_id
+    return match.group(1)
+
+
+def _table_rows(page: str, table_id: str) -> list[list[str]]:
+    """The text of each cell of a table's data rows (header row left out)."""
+    match = re.search(rf"<table id=\"?{table_id}\"?>(.*?)</table>", page, re.S)
+    assert match, table_id
+    rows = re.findall(r"<tr>(.*?)</tr>", match.group(1), re.S)
+    cells = [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)] for r in rows]
+    return [c for c in cells if c]
+
+
 def test_page_is_self_contained(page):
     _, out = page
     text = out.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text), "the page must not load anything"
     for section in SECTIONS:
         assert f'<section id="{section}"' in text
-    assert text.count("<svg") >= 5  # budget bars, arena, flash, heat map, latency
+    assert text.count("<svg") == 6  # budget bars, arena, flash, LSB and SQNR heat maps, latency
 
 
 def test_arena_data_is_the_arena_model(page):
@@ -128,6 +166,23 @@ def test_in_chromium(page, tmp_path):
         float(drawn[n]["data-drawn-width"]) / (t["last"] - t["first"] + 0.8) for n, t in arena["tensors"].items()
     ]
     assert max(width_per_op) / min(width_per_op) < 1.05, width_per_op
+
+    # parity: the drawn grids are the parity JSON's per-layer figures; arm's fault is boxed at
+    # FAULTY in both heat maps; the two verdict kinds in their own tables
+    assert body.get("data-first-boxes") == "1"
+    grids = json.loads(_script_text(dom.stdout, "parity-data"))
+    parity = json.loads((out.parent / "parity.json").read_text())
+    for t, g in zip(parity["targets"], grids["targets"]):
+        rows = t["deployment"]["per_layer"]
+        assert grids["layers"] == [r["layer"] for r in rows]
+        assert g["max_lsb"] == [r["max_lsb"] for r in rows] and g["sqnr_db"] == [r["sqnr_db"] for r in rows]
+    assert [g["first_diverging_layer"] for g in grids["targets"]] == [None, FAULTY]
+    ids = {a.get("id") for _, a in parser.tags}
+    assert {"first-lsb-arm", "first-sqnr-arm", "parity-sqnr"} <= ids and "first-lsb-cpu" not in ids
+    deployment = _table_rows(dom.stdout, "deployment")
+    assert [(r[0], r[-1]) for r in deployment] == [("cpu", "pass"), ("arm", "FAIL")], deployment
+    assert deployment[1][3].startswith(FAULTY)
+    assert [(r[0], r[-1]) for r in _table_rows(dom.stdout, "quality")] == [("cpu", "pass"), ("arm", "FAIL")]
 
     snap = subprocess.run([*common, f"--screenshot={shot}", out.as_uri()], capture_output=True, text=True, timeout=60)
     assert snap.returncode == 0 and shot.stat().st_size > 20_000, snap.stderr[-2000:]

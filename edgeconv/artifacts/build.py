@@ -26,7 +26,7 @@ from edgeconv.plan.recipes import load_recipe, model_to_dict
 from edgeconv.plan.targets import Target
 from edgeconv.report.tables import layer_rows, markdown_table, text_table, utilization
 
-DEFAULT_BUDGET = 1_000_000  # 1 MB of flash: the reference Cortex-M device of DESIGN.md
+DEFAULT_BUDGET = 1_000_000  # 1 MB of flash: the reference Cortex-M device (targets/mcu.toml)
 DEFAULT_RAM = 256_000  # 256 KB of SRAM on the same device
 DEFAULT_INPUT = InputSpec(32, 32, 3)
 DEFAULT_CLASSES = 10

@@ -20,7 +20,7 @@ runtime:
                     quant/htp.py's integer steps; ops not bit-exact are bounded per op
                     (BOUNDED_OPS, from htp.KNOWN_HTP_DEVIATIONS).
 
-FAMILIES maps a rounding family of DESIGN.md §5 to the runtime whose kernels are its golden.
+FAMILIES maps a rounding family (quant/rounding.py) to the runtime whose kernels are its golden.
 
 BOUNDED_OPS records, per runtime, the IR ops its golden does not reproduce bit-exactly and the
 LSB bound measured for each (the op fed with the runtime's own inputs); every other op of that

@@ -1,4 +1,4 @@
-"""Integer requantization in the two rounding families of DESIGN.md §5.
+"""Integer requantization in the two rounding families (README: Parity, the numpy int8 golden reference).
 
 - "tflite": the real multiplier m (computed in double from the float32 scales) becomes a Q31
   fixed-point multiplier and a power-of-two shift; the accumulator is multiplied with a

@@ -1,14 +1,17 @@
 """report.html: one self-contained page (no network) with the build's numbers as pictures.
 
 Sections (each a <section id="...">, every plot an inline SVG written by matplotlib):
-  model    the per-layer table (op, input -> output, params, MACs, int8 bytes, output scale)
+  model    the per-layer table (op, input -> output, params, MACs, int8 bytes, input, weight
+           and output scales)
            and the totals against each budget as bars;
   memory   the TFLM arena plan as the classic picture (operator index across, arena offset up,
            one box per activation tensor over its lifetime, the peak marked with the tensors
            alive there) from plan/arena.py's model, and the flash per layer (weights, biases,
            quantization records, operator overhead) from plan/memory.py's size model;
-  parity   (with a parity JSON) LSB against the golden per target x layer as a heat map, the
-           first diverging layer marked; deployment and quality verdicts in separate tables;
+  parity   (with a parity JSON) per target x layer two heat maps, max LSB against the golden
+           (deployment) and SQNR against float (quality), the first diverging layer boxed (SVG
+           id "first-lsb-<target>"); deployment and quality verdicts in separate tables; the grids
+           as JSON in <script id=parity-data>;
   latency  (with a bench JSON) median int8 and float latency per target.
 
 The arena boxes carry SVG ids "arena-<tensor>" and the section data attributes with the
@@ -54,6 +57,17 @@ CHECK_JS = """
     g.setAttribute('data-drawn-height', r.height.toFixed(3));
     g.setAttribute('data-drawn-width', r.width.toFixed(3));
   }
+  for (const d of document.querySelectorAll('script[type="application/json"]')) {
+    try { JSON.parse(d.textContent); } catch (e) { problems.push(d.id + ': ' + e); }
+  }
+  const parity = document.getElementById('parity-data');
+  if (parity) {  // one drawn box per target with a first diverging layer
+    const want = JSON.parse(parity.textContent).targets.filter(t => t.first_diverging_layer).length;
+    const boxes = new Set([...document.querySelectorAll('g[id^="first-lsb-"]')]
+      .filter(g => g.getBoundingClientRect().width > 0).map(g => g.id));
+    document.body.dataset.firstBoxes = boxes.size;
+    if (boxes.size !== want) problems.push('parity: ' + boxes.size + ' first-diverging boxes, expected ' + want);
+  }
   document.body.dataset.check = problems.length ? problems.join('; ') : 'ok';
   console.log('edgeconv-report-check ' + document.body.dataset.check);
 })();
@@ -88,6 +102,13 @@ def _svg(fig) -> str:
 
 def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _json_script(element_id: str, doc: Any) -> str:
+    """A JSON data block: a script's text is not HTML-decoded, so it is not entity-escaped;
+    only "</" is written as "<\\/" (still the same JSON) so the block cannot close early."""
+    text = json.dumps(doc, sort_keys=True).replace("</", "<\\/")
+    return f"<script type=application/json id={element_id}>{text}</script>"
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -143,14 +164,24 @@ def flash_per_layer(analysis) -> list[dict]:
 def _model_section(plt, build, plan: dict) -> str:
     analysis, q = build.analysis, build.qparams
     rows = []
-    for info in analysis.layers:
+    for layer, info in zip(analysis.model.layers, analysis.layers):
         act = q.activations.get(info.name)
         scale = f"{act.scale[0]:.4g}" if act else ""
+        ins = [q.activations.get(src) for src in layer.inputs]
+        in_scale = " ".join(f"{t.scale[0]:.4g}" for t in ins if t is not None)
+        wq = q.weights.get(info.name)
+        # per-channel weight scales as their range (one per output channel)
+        w_scale = (
+            f"{min(wq.scale):.3g}–{max(wq.scale):.3g} ({len(wq.scale)})"
+            if wq is not None and len(wq.scale) > 1
+            else (f"{wq.scale[0]:.4g}" if wq is not None else "")
+        )
         w, h, c = info.out_shape
         rows.append(
             f"<tr><td>{_esc(info.name)}</td><td class=t>{_esc(info.op)}</td>"
             f"<td>{'x'.join(map(str, info.in_shape))} → {w}x{h}x{c}</td><td>{info.params:,}</td>"
-            f"<td>{info.macs:,}</td><td>{info.out_elements:,}</td><td>{scale}</td></tr>"
+            f"<td>{info.macs:,}</td><td>{info.out_elements:,}</td><td>{in_scale}</td><td>{w_scale}</td>"
+            f"<td>{scale}</td></tr>"
         )
     totals, budgets = plan["summary"]["totals"], plan["summary"]["budgets"]
     tflite = plan["summary"].get("int8_tflite_bytes")
@@ -179,10 +210,11 @@ def _model_section(plt, build, plan: dict) -> str:
     return (
         '<section id="model"><h2>Model</h2>'
         f"<figure id=budget-bars>{_svg(fig)}</figure>"
-        "<table><tr><th>layer</th><th>op</th><th>input → output (WxHxC)</th><th>params</th><th>MACs</th>"
-        f"<th>int8 out bytes</th><th>out scale</th></tr>{''.join(rows)}"
+        "<table id=layers><tr><th>layer</th><th>op</th><th>input → output (WxHxC)</th><th>params</th><th>MACs</th>"
+        "<th>int8 out bytes</th><th>in scale</th><th>weight scales (channels)</th><th>out scale</th></tr>"
+        f"{''.join(rows)}"
         f"<tr><th>total</th><th></th><th></th><th>{totals['params']:,}</th><th>{totals['macs']:,}</th>"
-        f"<th></th><th></th></tr></table></section>"
+        f"<th></th><th></th><th></th><th></th></tr></table></section>"
     )
 
 
@@ -246,7 +278,7 @@ def _memory_section(plt, build) -> str:
         f"peak at op {arena['peak_op']} ({_esc(arena['ops'][arena['peak_op']] if arena['ops'] else '')}) with "
         f"{arena['peak_alive_bytes']:,} B alive: {_esc(alive_names)} (outlined).</p>"
         f"<figure id=arena-plan>{arena_svg}</figure>"
-        f"<script type=application/json id=arena-data>{_esc(json.dumps(arena, sort_keys=True))}</script>"
+        f"{_json_script('arena-data', arena)}"
         f"<h3>Flash per layer</h3><figure id=flash>{flash_svg}</figure></section>"
     )
 
@@ -258,33 +290,10 @@ def _parity_section(plt, parity: dict | None) -> str:
             "<code>edgeconv parity DIR --json &gt; parity.json</code> and "
             "<code>edgeconv report DIR --parity parity.json</code>.</p><table><tr><td>none</td></tr></table></section>"
         )
-    import numpy as np
-
     targets = parity["targets"]
-    layers: list[str] = []
-    for t in targets:
-        for row in t.get("deployment", {}).get("per_layer") or t.get("per_layer") or []:
-            if row["layer"] not in layers:
-                layers.append(row["layer"])
-    grid = np.full((len(targets), max(1, len(layers))), np.nan)
-    for i, t in enumerate(targets):
-        for row in t.get("deployment", {}).get("per_layer") or t.get("per_layer") or []:
-            grid[i, layers.index(row["layer"])] = row["max_lsb"]
-    fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(layers) + 2), 0.5 * len(targets) + 1.6))
-    im = ax.imshow(grid, cmap="Reds", aspect="auto", vmin=0, vmax=max(1.0, float(np.nanmax(grid)) if layers else 1.0))
-    for i, t in enumerate(targets):
-        for j in range(len(layers)):
-            if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{int(grid[i, j])}", ha="center", va="center", fontsize=7)
-        first = (t.get("deployment") or {}).get("first_diverging_layer")
-        if first and first["layer"] in layers:
-            ax.add_patch(
-                plt.Rectangle((layers.index(first["layer"]) - 0.5, i - 0.5), 1, 1, fill=False, ec="#000", lw=2.5)
-            )
-    ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(targets)), [t["target"] for t in targets], fontsize=8)
-    fig.colorbar(im, ax=ax, label="max LSB vs golden")
-    heat = _svg(fig)
+    grids = parity_grids(targets)
+    heat = _heat_map(plt, grids, "max_lsb", "Reds", "max LSB vs golden (layer on its own inputs)")
+    sqnr_heat = _heat_map(plt, grids, "sqnr_db", "RdYlGn", "SQNR dB vs float") if grids["has_sqnr"] else ""
 
     def verdict(ok) -> str:
         return "<span class=pass>pass</span>" if ok else "<span class=fail>FAIL</span>"
@@ -314,13 +323,81 @@ def _parity_section(plt, parity: dict | None) -> str:
         f'<section id="parity" data-targets="{len(targets)}"><h2>Parity</h2>'
         f"<p>{_esc(parity.get('model'))}: {parity.get('samples')} samples ({_esc(parity.get('inputs'))}); "
         f"deployment {_word(verdicts.get('deployment'))}, quality {_word(verdicts.get('quality'))}. "
-        "Boxed cell: the first layer over its allowance.</p>"
+        "Boxed cell: the first layer over its allowance (none boxed: every layer within it).</p>"
         f"<figure id=parity-heatmap>{heat}</figure>"
-        "<h3>Deployment (int8 vs the target's golden)</h3><table id=deployment><tr><th>target</th><th>golden</th>"
+        + (f"<figure id=parity-sqnr>{sqnr_heat}</figure>" if sqnr_heat else "")
+        + _json_script("parity-data", grids)
+        + "<h3>Deployment (int8 vs the target's golden)</h3><table id=deployment><tr><th>target</th><th>golden</th>"
         f"<th>max LSB</th><th>first diverging layer</th><th>verdict</th></tr>{''.join(dep)}</table>"
         "<h3>Quality (vs the float reference)</h3><table id=quality><tr><th>target</th><th>SQNR logits dB</th>"
         f"<th>SQNR output dB</th><th>top-1 agreement</th><th>verdict</th></tr>{''.join(qual)}</table></section>"
     )
+
+
+def _rows(t: dict) -> list[dict]:
+    return (t.get("deployment") or {}).get("per_layer") or t.get("per_layer") or []
+
+
+def parity_grids(targets: list[dict]) -> dict:
+    """The heat maps' data: layers (in order of first appearance), per target its per-layer max
+    LSB and SQNR (None where not compared; "inf" for an exact layer) and its first diverging layer."""
+    layers: list[str] = []
+    for t in targets:
+        layers += [row["layer"] for row in _rows(t) if row["layer"] not in layers]
+    out: dict = {"layers": layers, "targets": [], "has_sqnr": False}
+    for t in targets:
+        by = {row["layer"]: row for row in _rows(t)}
+        first = (t.get("deployment") or {}).get("first_diverging_layer")
+        out["targets"].append(
+            {
+                "target": t["target"],
+                "max_lsb": [by[n]["max_lsb"] if n in by else None for n in layers],
+                "sqnr_db": [by[n].get("sqnr_db") if n in by else None for n in layers],
+                "first_diverging_layer": first["layer"] if first else None,
+            }
+        )
+        out["has_sqnr"] |= any(row.get("sqnr_db") is not None for row in _rows(t))
+    return out
+
+
+def _heat_map(plt, grids: dict, key: str, cmap: str, label: str) -> str:
+    """A target x layer heat map of one figure, the first diverging layer boxed (SVG id
+    "first-lsb-<target>" / "first-sqnr-<target>")."""
+    import numpy as np
+
+    layers, targets = grids["layers"], grids["targets"]
+
+    def number(v) -> float:
+        if v == "inf":
+            return np.inf
+        return np.nan if v is None else float(v)
+
+    grid = np.array([[number(v) for v in t[key]] for t in targets]).reshape(len(targets), len(layers))
+    finite = grid[np.isfinite(grid)]
+    if key == "sqnr_db":  # an exact layer (inf) is drawn at the top of the scale
+        top = max(40.0, float(finite.max()) if finite.size else 40.0)
+        grid = np.where(np.isposinf(grid), top, grid)
+        vmin, vmax = 0.0, top
+    else:
+        vmin, vmax = 0.0, max(1.0, float(finite.max()) if finite.size else 1.0)
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(layers) + 2), 0.5 * len(targets) + 1.6))
+    im = ax.imshow(grid if layers else np.zeros((len(targets), 1)), cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax)
+    for i, t in enumerate(targets):
+        for j in range(len(layers)):
+            v = t[key][j]
+            if v is not None:
+                text = "inf" if v == "inf" else (f"{int(v)}" if key == "max_lsb" else f"{float(v):.0f}")
+                dark = key == "max_lsb" and float(v) > 0.6 * vmax  # white on the darkest reds
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="#fff" if dark else "#000")
+        first = t["first_diverging_layer"]
+        if first in layers:
+            box = plt.Rectangle((layers.index(first) - 0.5, i - 0.5), 1, 1, fill=False, ec="#000", lw=2.5)
+            box.set_gid(f"first-{'lsb' if key == 'max_lsb' else 'sqnr'}-{t['target']}")
+            ax.add_patch(box)
+    ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(targets)), [t["target"] for t in targets], fontsize=8)
+    fig.colorbar(im, ax=ax, label=label)
+    return _svg(fig)
 
 
 def _word(verdict) -> str:

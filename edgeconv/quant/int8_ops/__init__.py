@@ -2,7 +2,7 @@
 
 Slow and clear on purpose: one function per op, named after the op, pure NumPy. Arrays are
 NHWC int8 (batch first); results are int8 arrays. `family` picks the requantization rule of
-DESIGN.md §5 ("tflite" = LiteRT builtin/reference kernels and TFLM, "fp32" = XNNPACK).
+quant/rounding.py ("tflite" = LiteRT builtin/reference kernels and TFLM, "fp32" = XNNPACK).
 
 Runtimes of the same family do not all run the same kernel: LiteRT's optimized int8 conv,
 depthwise and fully connected kernels round ties of the final shift toward +inf, and MEAN and
