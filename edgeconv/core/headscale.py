@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeconv.core import reference
 from edgeconv.core.graph import Analysis
+from edgeconv.core.ir import Dense
 from edgeconv.core.weights import Weights
 
 LOGIT_SPREAD = 3.0  # mean over samples of the std of the logits across classes
@@ -27,7 +28,7 @@ def scale_head(analysis: Analysis, weights: Weights, seed: int = 0) -> Weights:
     """`weights` with the last dense layer (the classifier head) scaled so the logits have
     LOGIT_SPREAD; unchanged when the model ends in no dense layer of more than one unit."""
     model = analysis.model
-    heads = [layer for layer in model.layers if layer.op == "dense"]
+    heads = [layer for layer in model.layers if isinstance(layer, Dense)]
     if not heads or heads[-1].units < 2:
         return weights
     head = heads[-1].name
