@@ -1,6 +1,9 @@
 """Firmware: the model as a C array, a TFLM + CMSIS-NN project compiled against the cached
-library, run on qemu-system-arm's Cortex-M4 board; outputs against the golden and host TFLM,
-a corrupted model array caught, arena and flash figures against the device run and the map.
+library, run on qemu-system-arm's Cortex-M4 board (the published ResNet-8, a recipe, a planner
+output); outputs against the golden and host TFLM, a corrupted model array caught, arena
+figures (plan/arena.py's 32-bit prediction, what the firmware compiles in) against the arena
+measured on the part, flash against the map, per-operator instruction counts against the
+invoke's.
 
 The TFLM library is never built here (about 10 min): it must be in the cache
 (scripts/build_tflm.sh --cpu cortex-m4 --kernels cmsis_nn, run by .ci/build-firmware-lib.sh)."""
@@ -21,6 +24,8 @@ from edgeconv.cli import cli
 from edgeconv.core.errors import InputError
 from edgeconv.device import cortex_m
 from edgeconv.firmware import app, carray, library
+from edgeconv.firmware import project as project_mod
+from edgeconv.plan.arena import predict_arena_bytes, tflite_graph
 from edgeconv.plan.targets import load_target
 from edgeconv.quant.golden import run_int8
 
@@ -109,14 +114,46 @@ def test_mlperf_resnet8_on_cortex_m4_matches_host_tflm_bit_for_bit(mlperf):
         host.invoke()
         want.append(np.array(host.get_output(0)).reshape(-1))
     assert np.array_equal(run.outputs[0], np.stack(want))  # CMSIS-NN on the M4 == host TFLM: 0 LSB
-    # arena on the 32-bit part: measured by the firmware, below what edgeconv compiled in and
-    # below the x86-64 host's (55,984 B: 64-bit structs in the tail)
+    # arena on the 32-bit part: measured by the firmware (below the x86-64 host's 55,984 B:
+    # 64-bit structs in the tail), at most ARENA_TOLERANCE under the 32-bit prediction, which
+    # is under what edgeconv compiled in
     assert run.arena_used_bytes == 54_996
-    assert run.arena_used_bytes <= run.arena_bytes == project.arena_bytes
+    _check_arena(run, source.analysis, project.arena_bytes)
+    # per operator (TFLM's profiler hook): the graph's 16 operators, adding up to the invoke
+    ops = [op for op, _ in run.layer_instructions]
+    assert ops == ["CONV_2D"] * 3 + ["ADD"] + ["CONV_2D"] * 3 + ["ADD"] + ["CONV_2D"] * 3 + ["ADD"] + [
+        "AVERAGE_POOL_2D",
+        "RESHAPE",
+        "FULLY_CONNECTED",
+        "SOFTMAX",
+    ]
+    _check_layers_add_up(run)
+    conv = sum(n for op, n in run.layer_instructions if op == "CONV_2D")
+    assert conv > 0.85 * run.median_instructions  # the convolutions are the work
     assert 256 < run.stack_bytes < 8192  # painted high-water mark below main's frame
     # instruction counts: every invoke counted, same order of magnitude
     assert len(run.instructions) == 6 and min(run.instructions) > 20_000_000
     assert max(run.instructions) - min(run.instructions) < 0.01 * min(run.instructions)
+
+
+ARENA_TOLERANCE = 128  # bytes the 32-bit prediction may exceed the measured arena (fit: +44..+108)
+
+
+def _check_arena(run: cortex_m.FirmwareRun, analysis, compiled: int) -> None:
+    predicted = predict_arena_bytes(analysis, word_bytes=4, kernels="cmsis_nn")
+    assert run.arena_used_bytes <= predicted <= run.arena_used_bytes + ARENA_TOLERANCE, (
+        run.arena_used_bytes,
+        predicted,
+    )
+    assert predicted < predict_arena_bytes(analysis)  # tighter than the x86-64 figure
+    assert run.arena_bytes == compiled == predicted + project_mod.ARENA_MARGIN_BYTES
+
+
+def _check_layers_add_up(run: cortex_m.FirmwareRun) -> None:
+    total = sum(n for _, n in run.layer_instructions)
+    # each operator timed separately at 40-instruction resolution; the invoke adds its loop
+    assert run.median_instructions - 2_000 - 40 * len(run.layer_instructions) < total <= run.median_instructions + 40
+    assert all(n > 0 for _, n in run.layer_instructions)
 
 
 def test_flash_split_adds_up_to_the_elf_and_the_map(mlperf):
@@ -164,6 +201,10 @@ def test_recipe_on_mcu_m4_matches_the_tflm_golden_at_every_layer(ds_cnn, lib):
     want = run_int8(ds_cnn.analysis, ds_cnn.qparams, x_q, "tflm", keep_all=True)
     got = backend.run(ds_cnn, x_q)
     assert np.array_equal(got, want[ds_cnn.analysis.model.output])
+    run = backend.last_run
+    _check_arena(run, ds_cnn.analysis, run.arena_bytes)
+    assert [op for op, _ in run.layer_instructions] == [op for op, *_ in tflite_graph(ds_cnn.analysis).ops]
+    _check_layers_add_up(run)
     layers = [layer.name for layer in ds_cnn.analysis.model.layers]
     per_layer = backend.run_layers(ds_cnn, x_q, layers)
     worst = {
@@ -171,6 +212,31 @@ def test_recipe_on_mcu_m4_matches_the_tflm_golden_at_every_layer(ds_cnn, lib):
         for name in layers
     }
     assert max(worst.values()) == 0, worst  # CMSIS-NN depthwise, conv, pool, dense, softmax: 0 LSB
+
+
+@pytest.fixture(scope="module")
+def plan16(tmp_path_factory):
+    """A planner output: edgeconv build --budget 16KB --target mcu."""
+    folder = tmp_path_factory.mktemp("plan16") / "build"
+    run_build(BuildRequest(budget=16_000, target=load_target("mcu"), out=str(folder), calib_samples=8))
+    return load_build(folder)
+
+
+def test_planner_output_on_cortex_m4_matches_the_tflm_golden(plan16, lib):
+    from edgeconv.backends import get_backend, require
+    from edgeconv.quant.quantize import quantize_input
+
+    backend = require(get_backend(load_target("mcu-m4")))
+    spec = plan16.analysis.model.input
+    x = np.random.default_rng(2).standard_normal((4, spec.height, spec.width, spec.channels)).astype(np.float32)
+    x_q = quantize_input(x, plan16.qparams.activations["input"])
+    want = run_int8(plan16.analysis, plan16.qparams, x_q, "tflm")[plan16.analysis.model.output]
+    assert np.array_equal(backend.run(plan16, x_q), want)  # 0 LSB
+    run = backend.last_run
+    _check_arena(run, plan16.analysis, run.arena_bytes)
+    ops = [op for op, *_ in tflite_graph(plan16.analysis).ops]
+    assert [op for op, _ in run.layer_instructions] == ops and ops.count("CONV_2D") >= 5
+    _check_layers_add_up(run)
 
 
 def test_validate_on_qemu_cortex_m4(ds_cnn, lib, tmp_path):
@@ -181,6 +247,9 @@ def test_validate_on_qemu_cortex_m4(ds_cnn, lib, tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["passed"] and doc["kernels"] == "cmsis_nn" and doc["vs_golden"]["max_lsb"] == 0
+    t = doc["timings"]
+    assert t["arena_used_bytes"] <= t["arena_predicted_32bit"] <= t["arena_used_bytes"] + ARENA_TOLERANCE
+    assert len(t["layer_instructions"]) == len(tflite_graph(ds_cnn.analysis).ops)
 
 
 def test_missing_library_names_the_cache_and_the_script(tmp_path, monkeypatch):

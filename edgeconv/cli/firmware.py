@@ -60,6 +60,7 @@ def firmware(source, cpu, kernels, output, arena, do_compile, build_lib, sources
         "kernels": kernels,
         "ops": list(project.ops),
         "arena_bytes": project.arena_bytes,
+        "arena_predicted_32bit": (app.predicted_arena(src, kernels) or (None,))[0],
         "model_bytes": len(src.data),
         "library": str(lib.folder),
         "files": sorted(project.files),

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,8 @@ class FirmwareRun:
     instructions: list[int]  # per invoke
     stack_bytes: int  # deepest stack use below main's frame (painted, emulator build)
     seconds: float  # wall time of the emulator run
+    layer_instructions: list[tuple[str, int]] = field(default_factory=list)  # per operator: (op, per invoke)
+    log: str = ""  # the emulator's stdout + stderr (TFLM's MicroPrintf goes to stderr)
 
     @property
     def median_instructions(self) -> int:
@@ -113,7 +115,7 @@ def build_firmware(
 
 
 def _report(text: str) -> dict:
-    info: dict = {"output_bytes": [], "ticks": []}
+    info: dict = {"output_bytes": [], "ticks": [], "ops": []}
     for line in text.splitlines():
         parts = line.split()
         if not parts:
@@ -122,6 +124,8 @@ def _report(text: str) -> dict:
             info["output_bytes"].append(int(parts[1]))
         elif parts[0] == "invoke" and len(parts) == 4:
             info["ticks"].append(int(parts[3]))
+        elif parts[0] == "op" and len(parts) == 4:  # op <index> <name> <ticks over all invokes>
+            info["ops"].append((parts[2], int(parts[3])))
         elif parts[0] == "error":
             info["error"] = " ".join(parts[2:])
         elif len(parts) == 2 and parts[1].isdigit():
@@ -183,6 +187,8 @@ def run_elf(elf: Path, cpu: str, x_q: np.ndarray, timeout: float = 600) -> Firmw
         [t * INSTRUCTIONS_PER_TICK for t in info["ticks"]],
         int(info.get("stack_bytes", 0)),
         seconds,
+        [(op, round(ticks * INSTRUCTIONS_PER_TICK / n)) for op, ticks in info["ops"]],
+        (proc.stdout or "") + (proc.stderr or ""),
     )
 
 
@@ -208,15 +214,19 @@ def run_bundle(bundle, out: Path, cpu: str, kernels: str, timeout: float) -> Non
             f"--device qemu-{cpu} runs TFLite Micro bundles (target mcu); this bundle is for target "
             f"{m['target']['name']} ({m['runtime']['kind']}); bundle --target mcu"
         )
+    from edgeconv.firmware import app
+
     model = (bundle.folder / m["artifact"]).read_bytes()
+    analysis = app.source_from_bytes(model, m["artifact"]).analysis  # of the graph as exported
     extra = list(m.get("extra_outputs") or [])
     if extra:
         model = tflite_with_outputs(model, [m["output"]["name"]] + [e["name"] for e in extra])
     x = load_npy(bundle.folder / m["input"]["file"], "bundle inputs")
     if x.dtype != np.int8:
         raise InputError(f"bundle inputs: {x.dtype}, expected int8 for a TFLite Micro target")
-    elf_folder = build_firmware(model, cpu, kernels, m["artifact"])
+    elf_folder = build_firmware(model, cpu, kernels, m["artifact"], analysis=analysis, exposed=bool(extra))
     run = run_elf(elf_folder / "firmware.elf", cpu, x, timeout)
+    predicted = app.predicted_arena(app.source_from_bytes(model, m["artifact"], analysis, bool(extra)), kernels)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "outputs.npy", run.outputs[0], allow_pickle=False)
     for spec, y in zip(extra, run.outputs[1:]):
@@ -239,7 +249,9 @@ def run_bundle(bundle, out: Path, cpu: str, kernels: str, timeout: float) -> Non
             "instructions_per_invoke": run.median_instructions,
             "arena_used_bytes": run.arena_used_bytes,
             "arena_bytes": run.arena_bytes,
+            "arena_predicted_32bit": predicted[0] if predicted else None,
             "stack_bytes": run.stack_bytes,
+            "layer_instructions": [{"op": op, "instructions": n} for op, n in run.layer_instructions],
         },
     }
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")

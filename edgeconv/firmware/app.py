@@ -1,11 +1,10 @@
 """`edgeconv firmware`: the project for a build folder (or an int8 .tflite), compiled against the
 cached TFLM library, and its flash / RAM figures read from the ELF and the linker map.
 
-Arena: the model's head (TFLM's greedy planner replayed by plan/arena.py, exact on the host and
-the same on a 32-bit part) plus the CMSIS-NN kernels' scratch buffers (which TFLM places in the
-head: see `cmsis_nn_scratch_bytes`), plus the persistent tail. The tail is predicted for the
-x86-64 host (64-bit pointers), an upper bound on a 32-bit part; ARENA_MARGIN_BYTES is kept on
-top. The firmware reports `arena_used_bytes()` measured on the part.
+Arena: plan/arena.py's prediction for the 32-bit part: the head (TFLM's greedy planner replayed
+over the activations and the kernels' scratch buffers) plus the persistent tail with 32-bit
+struct sizes, plus ARENA_MARGIN_BYTES. The firmware reports `arena_used_bytes()` measured on
+the part.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ class ModelSource:
     analysis: Any  # core.graph.Analysis when the IR is known, else None
     ops: list[str]
     exposed: bool = False  # layer outputs made graph outputs: they all stay live (arena bound)
+    n_operators: int = 0  # operators in the graph (the firmware times each one)
 
 
 def source_from_bytes(data: bytes, where: str, analysis=None, exposed: bool = False) -> ModelSource:
@@ -48,7 +48,8 @@ def source_from_bytes(data: bytes, where: str, analysis=None, exposed: bool = Fa
             analysis = analyze(import_tflite(Path(where).name or "model.tflite", data).model)
         except InputError:
             analysis = None
-    return ModelSource(data, where, analysis, sorted(op_counts(data)), exposed)
+    counts = op_counts(data)
+    return ModelSource(data, where, analysis, sorted(counts), exposed, sum(counts.values()))
 
 
 def load_source(path: str | Path) -> ModelSource:
@@ -67,41 +68,31 @@ def load_source(path: str | Path) -> ModelSource:
     raise InputError(f"firmware: {path}: expected a build folder or an int8 .tflite file")
 
 
-def cmsis_nn_scratch_bytes(analysis) -> int:
-    """Upper bound of the largest CMSIS-NN scratch buffer (int16 im2col of one output column:
-    2 x C_in x kh x kw x 2 bytes for a conv on a DSP core; depthwise and pools need less), which
-    TFLM requests in the arena head for the op's lifetime."""
-    worst = 0
-    for layer, info in zip(analysis.model.layers, analysis.layers):
-        kernel = getattr(layer, "kernel", None)
-        if kernel is None:
-            continue
-        c_in = info.in_shape[2]
-        worst = max(worst, 4 * c_in * kernel[0] * kernel[1])
-    return -(-worst // 16) * 16
+def predicted_arena(source: ModelSource, kernels: str) -> tuple[int, int, int] | None:
+    """plan/arena.py's arena for the 32-bit part: (total, head, tail), the head with the
+    kernels' scratch buffers, the total with the 32-bit model's margin; None outside the IR."""
+    if source.analysis is None:
+        return None
+    from edgeconv.plan.arena import predict_head_bytes, predict_tail_bytes, tail_model
+
+    head = predict_head_bytes(source.analysis, kernels, outputs_live=source.exposed)
+    tail = predict_tail_bytes(source.analysis, 4, kernels)
+    return -(-(head + tail + tail_model(4, kernels).margin) // 16) * 16, head, tail
 
 
 def arena_bytes(source: ModelSource, kernels: str, fixed: int | None = None) -> tuple[int, str]:
+    """The arena compiled into the firmware: the 32-bit prediction + ARENA_MARGIN_BYTES."""
     if fixed is not None:
         return fixed, f"{fixed} B given with --arena"
-    if source.analysis is None:
+    predicted = predicted_arena(source, kernels)
+    if predicted is None:
         raise InputError(
             f"firmware: {source.where}: the model is outside edgeconv's IR, so its arena cannot be "
             "predicted; expected --arena SIZE"
         )
-    from edgeconv.plan.arena import predict_head_bytes, predict_tail_bytes
-
-    if source.exposed:  # every layer is a graph output: all activations live at once
-        from edgeconv.plan.arena import tflite_graph
-
-        head = sum(-(-n // 16) * 16 for n in tflite_graph(source.analysis).activations.values())
-    else:
-        head = predict_head_bytes(source.analysis)
-    tail = predict_tail_bytes(source.analysis)
-    scratch = cmsis_nn_scratch_bytes(source.analysis) if kernels == "cmsis_nn" else 0
-    total = -(-(head + scratch + tail + ARENA_MARGIN_BYTES) // 16) * 16
-    note = f"head {head} + CMSIS-NN scratch {scratch} + tail {tail} (64-bit upper bound) + margin {ARENA_MARGIN_BYTES}"
-    return total, note
+    total, head, tail = predicted
+    note = f"32-bit prediction {total} (head {head} incl. {kernels} scratch, tail {tail}) + margin {ARENA_MARGIN_BYTES}"
+    return total + ARENA_MARGIN_BYTES, note
 
 
 def make_project(source: ModelSource, lib: library.Library, arena: int | None = None) -> Project:
@@ -117,6 +108,7 @@ def make_project(source: ModelSource, lib: library.Library, arena: int | None = 
         lib.ccflags + ["-Os"],
         lib.includes,
         list(json_make_args(lib)),
+        n_operators=source.n_operators,
     )
 
 

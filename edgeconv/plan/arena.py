@@ -214,25 +214,140 @@ def greedy_plan(sizes: dict[str, int], life: dict[str, tuple[int, int]]) -> int:
     return max((o + s for o, s, _, _ in greedy_placements(sizes, life).values()), default=0)
 
 
-def predict_head_bytes(analysis: Analysis) -> int:
+def tensor_and_op_counts(analysis: Analysis) -> tuple[int, int]:
+    """(tensors incl. constants, operators) of the int8 .tflite."""
     g = tflite_graph(analysis)
-    return greedy_plan(g.activations, lifetimes(g, analysis.model.output))
+    return len(g.activations) + g.n_constants, len(g.ops)
 
 
-def predict_tail_bytes(analysis: Analysis) -> int:
+# -- scratch buffers ------------------------------------------------------------------------
+# Kernels ask TFLM for scratch in the head (RequestScratchBufferInArena) for the lifetime of
+# their op; the greedy planner places them with the tensors. On the x86-64 host (reference
+# kernels) only MEAN asks, and its three small buffers always fit in gaps (the host head
+# prediction above is exact without them). CMSIS-NN's kernels ask more, sized by the DSP
+# (ARMv7E-M: Cortex-M4/M7/M33) branches of its *_get_buffer_size functions compiled with GCC:
+# conv: 0 for 1x1, else an int16 im2col of two columns, 2 x align4(kh x kw x C_in) x 2 B;
+# depthwise: 0 for 3x3 (padding <= 1 always here), else C x kh x kw x 2 B; average pool:
+# C x 4 B; dense, max pool, add, softmax: none (dense on a 2-D output never takes the 1x1 path).
+
+
+def scratch_buffers(analysis: Analysis, kernels: str) -> list[tuple[int, int]]:
+    """(op index, bytes) of every scratch buffer the kernels request, in request order."""
+    g = tflite_graph(analysis)
+    index = {out: i for i, (_, _, out, _) in enumerate(g.ops)}
+    scratch: list[tuple[int, int]] = []
+    for layer, info in zip(analysis.model.layers, analysis.layers):
+        i = index.get(layer.name)
+        if i is None:
+            continue
+        c_in = info.in_shape[2]
+        if isinstance(layer, GlobalAvgPool):  # reference MEAN: int32 sums, input iterator, axes
+            scratch += [(i, 4 * info.out_shape[2]), (i, 4 * 4), (i, 4 * 2)]
+        if kernels != "cmsis_nn":
+            continue
+        if isinstance(layer, Conv2d) and tuple(layer.kernel) != (1, 1):
+            cols = layer.kernel[0] * layer.kernel[1] * c_in
+            scratch.append((i, 2 * (-(-cols // 4) * 4) * 2))
+        elif isinstance(layer, DepthwiseConv2d) and tuple(layer.kernel) != (3, 3):
+            scratch.append((i, c_in * layer.kernel[0] * layer.kernel[1] * 2))
+        elif isinstance(layer, AvgPool):
+            scratch.append((i, 4 * c_in))
+    return sorted(scratch, key=lambda t: t[0])
+
+
+def predict_head_bytes(analysis: Analysis, kernels: str | None = None, outputs_live: bool = False) -> int:
+    """The head: activations as TFLM's greedy planner places them, plus (kernels given) the
+    kernels' scratch buffers, each alive during its op only (TFLM lists them after the tensors).
+    outputs_live: every layer output made a graph output (export.expose), so alive to the end."""
+    g = tflite_graph(analysis)
+    sizes, life = dict(g.activations), lifetimes(g, analysis.model.output)
+    if outputs_live:
+        life = {name: (first, len(g.ops) - 1) for name, (first, _) in life.items()}
+    if kernels is not None:
+        for k, (op, size) in enumerate(scratch_buffers(analysis, kernels)):
+            sizes[f"scratch{k}"] = size
+            life[f"scratch{k}"] = (op, op)
+    return greedy_plan(sizes, life)
+
+
+@dataclass(frozen=True)
+class TailModel:
+    """TFLM's persistent bytes for one pointer size (struct sizes in bytes)."""
+
+    eval_tensor: int  # TfLiteEvalTensor per tensor
+    node: int  # NodeAndRegistration per operator
+    io_tensors: int  # persistent TfLiteTensor + quantization of the graph input and output
+    per_op: dict  # kernel OpData per op type
+    fixed: int  # allocator, planner and subgraph objects
+    per_op_bookkeeping: int  # builtin options and tables per operator
+    per_scratch: int  # ScratchBufferHandle per scratch buffer
+    margin: int
+
+
+# the x86-64 host (fitted above; reference kernels)
+TAIL_64 = TailModel(
+    EVAL_TENSOR_BYTES, NODE_BYTES, IO_TENSOR_BYTES, PER_OP_BYTES, FIXED_BYTES, PER_OP_BOOKKEEPING, 0, MARGIN_BYTES
+)
+
+
+# A 32-bit part (Cortex-M). Measured on the emulated Cortex-M4 with CMSIS-NN kernels
+# (scripts/firmware_arena.py: RecordingMicroInterpreter's sections, arena_used_bytes() for the
+# total) on the three recipes and planner outputs at 8..128 KB: TfLiteEvalTensor 12 B/tensor,
+# NodeAndRegistration 32 B/op, input + output TfLiteTensor 2 x 32 B + quantization 2 x 20 B
+# (sizeof on arm-none-eabi: the pointers halve), exactly; the kernels' OpData (least squares
+# on the persistent-buffer section after the per-channel arrays, residuals within +-2 B, each
+# rounded up to TFLM's 16-byte buffer alignment; FULLY_CONNECTED and SOFTMAX occur once in
+# every model, so only their sum, 189 B, is fitted); the rest (allocator, planner and subgraph
+# objects, builtin options) 200 B + 19 B per op + 4 B per scratch buffer (a ScratchBufferHandle),
+# residuals -37..+44 B, covered by the margin. Reference kernels: no library was built to
+# re-measure them; their earlier M4 arenas (README) lie 40..76 B below the CMSIS-NN constants
+# used for them (reference OpData is no larger and asks for no scratch).
+PER_OP_BYTES_32 = {
+    "CONV_2D": 64,
+    "DEPTHWISE_CONV_2D": 64,
+    "FULLY_CONNECTED": 96,
+    "MAX_POOL_2D": 48,
+    "AVERAGE_POOL_2D": 48,
+    "MEAN": 64,
+    "ADD": 64,
+    "SOFTMAX": 96,
+    "RESHAPE": 0,
+    "PAD": 32,  # not in the measured set: an estimate
+}
+TAIL_32_CMSIS_NN = TailModel(12, 32, 104, PER_OP_BYTES_32, 200, 19, 4, 48)
+TAIL_32 = {"cmsis_nn": TAIL_32_CMSIS_NN, "reference": TAIL_32_CMSIS_NN}
+
+
+def tail_model(word_bytes: int = 8, kernels: str = "reference") -> TailModel:
+    if word_bytes == 8:
+        return TAIL_64
+    if word_bytes == 4 and kernels in TAIL_32:
+        return TAIL_32[kernels]
+    raise ValueError(f"arena model: no tail for {word_bytes}-byte pointers with {kernels} kernels")
+
+
+def predict_tail_bytes(analysis: Analysis, word_bytes: int = 8, kernels: str = "reference") -> int:
+    """TFLM's persistent tail on a part with `word_bytes`-byte pointers."""
+    t = tail_model(word_bytes, kernels)
     g = tflite_graph(analysis)
     n_tensors = len(g.activations) + g.n_constants
-    op_data = sum(PER_OP_BYTES[op] + 2 * _align(PER_CHANNEL_BYTES * ch) for op, _, _, ch in g.ops)
+    op_data = sum(t.per_op[op] + 2 * _align(PER_CHANNEL_BYTES * ch) for op, _, _, ch in g.ops)
+    n_scratch = len(scratch_buffers(analysis, kernels)) if word_bytes == 4 else 0
     return (
-        EVAL_TENSOR_BYTES * n_tensors
-        + NODE_BYTES * len(g.ops)
-        + IO_TENSOR_BYTES
+        t.eval_tensor * n_tensors
+        + t.node * len(g.ops)
+        + t.io_tensors
         + op_data
-        + FIXED_BYTES
-        + PER_OP_BOOKKEEPING * len(g.ops)
+        + t.fixed
+        + t.per_op_bookkeeping * len(g.ops)
+        + t.per_scratch * n_scratch
     )
 
 
-def predict_arena_bytes(analysis: Analysis) -> int:
-    """Predicted smallest TFLM arena (bytes) that runs the model's int8 .tflite."""
-    return _align(predict_head_bytes(analysis) + predict_tail_bytes(analysis) + MARGIN_BYTES)
+def predict_arena_bytes(analysis: Analysis, word_bytes: int = 8, kernels: str = "reference") -> int:
+    """Predicted smallest TFLM arena (bytes) that runs the model's int8 .tflite: on the x86-64
+    host (the default: TFLM's Python interpreter, reference kernels), or on a 32-bit part with
+    `kernels` (head with the kernels' scratch buffers + the 32-bit tail)."""
+    t = tail_model(word_bytes, kernels)
+    head = predict_head_bytes(analysis) if word_bytes == 8 else predict_head_bytes(analysis, kernels)
+    return _align(head + predict_tail_bytes(analysis, word_bytes, kernels) + t.margin)
