@@ -27,6 +27,19 @@ def on_terminal(stream: TextIO | None = None) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("CI")
 
 
+def _bar(stream: TextIO, **kwargs):
+    """A tqdm bar on `stream`. A terminal that reports a size of 0 (a pty nobody sized: `script`,
+    `docker exec -t`, some CI runners) would get nothing drawn at all: 80 x 24 then."""
+    from tqdm import tqdm
+
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        columns = 0
+    size = {} if columns else {"ncols": 80, "nrows": 24}
+    return tqdm(file=stream, leave=True, **size, **kwargs)
+
+
 @contextmanager
 def progress_step(
     desc: str,
@@ -42,9 +55,7 @@ def progress_step(
     start = time.perf_counter()
     bar = None
     if enabled and on_terminal(stream):
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc=desc, unit=unit, file=stream, leave=True)
+        bar = _bar(stream, total=total, desc=desc, unit=unit)
 
     def update(n: int = 1) -> None:
         done[0] += n
@@ -71,9 +82,7 @@ def step_lines(
     stream = stream or sys.stderr
     bar = None
     if enabled and on_terminal(stream):
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit=unit, file=stream, leave=True)
+        bar = _bar(stream, total=total, unit=unit)
     started = [0]
 
     def say(message: str) -> None:
