@@ -91,3 +91,13 @@ def test_no_document_cited_that_the_repository_lacks():
     assert "README.md" in cited  # the scan reads what it should
     missing = {name: where for name, where in cited.items() if not (root / name).exists()}
     assert not missing, f"cited but not in the repository: {missing}"
+
+
+def test_readme_first_command_creates_and_activates_a_venv():
+    """The set-up command once began with `pip install`: into whatever Python was on PATH."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    first = text.split("```sh", 1)[1].split("```", 1)[0].strip().splitlines()[0]
+    steps = [s.strip() for s in first.split("&&")]
+    assert steps[:3] == ["python3 -m venv .venv", ". .venv/bin/activate", 'pip install -e ".[all]"'], steps
