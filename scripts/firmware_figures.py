@@ -1,11 +1,14 @@
-"""Figures of the README's "Firmware" section: per model and kernels on the emulated Cortex-M4,
-flash split (model / kernels / runtime), arena (x86-64 host TFLM, the part, edgeconv's
-prediction), LSB vs the golden, instructions per invoke, predicted ms on two boards.
+"""Figures of the README's "Firmware" section: per model and kernels on an emulated Cortex-M,
+flash split (model / kernels / runtime), arena (x86-64 host TFLM, measured on the part,
+plan/arena.py's 64-bit and 32-bit predictions, compiled in), LSB vs the golden, instructions
+per invoke and per operator, predicted ms on two boards.
 
-    python scripts/firmware_figures.py [--samples 8] [--json]
+    python scripts/firmware_figures.py [--cpu cortex-m4] [--models resnet8,mlperf,...] [--samples 8] [--layers] [--json]
 
-Needs the cached TFLM libraries (scripts/build_tflm.sh --kernels cmsis_nn / reference) and
-qemu-system-arm. Models: the three recipes, a planner output, the published MLPerf int8 ResNet-8.
+Needs the cached TFLM libraries (scripts/build_tflm.sh --cpu CPU --kernels cmsis_nn / reference;
+the kernels whose library is missing are skipped) and qemu-system-arm. Models: the three
+recipes (resnet8, ds_cnn, vgg_small), planner outputs at 16 and 64 KB (plan16, plan64), the
+published MLPerf int8 ResNet-8 (mlperf). --layers adds the per-operator table.
 """
 
 from __future__ import annotations
@@ -26,19 +29,28 @@ from edgeconv.core.errors import InputError
 from edgeconv.device import cortex_m
 from edgeconv.firmware import app, latency, library
 from edgeconv.plan.arena import predict_arena_bytes
+from edgeconv.plan.targets import load_target
 from edgeconv.quant.golden import run_int8
 from edgeconv.quant.quantize import quantize_input
 
 MLPERF = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf_tiny" / "ic_resnet8_int8.tflite"
 
 
-def _models(tmp: Path):
-    for recipe in ("resnet8", "ds_cnn", "vgg_small"):
-        run_build(BuildRequest(recipe=recipe, out=str(tmp / recipe), calib_samples=16))
-        yield recipe, tmp / recipe
-    run_build(BuildRequest(budget=64_000, out=str(tmp / "plan64KB"), calib_samples=16))
-    yield "plan 64KB", tmp / "plan64KB"
-    yield "MLPerf ResNet-8 int8", MLPERF
+MODELS = ("resnet8", "ds_cnn", "vgg_small", "plan16", "plan64", "mlperf")
+
+
+def _models(tmp: Path, names: list[str]):
+    for name in names:
+        if name == "mlperf":
+            yield "MLPerf ResNet-8 int8", MLPERF
+        elif name.startswith("plan"):
+            kb = int(name[4:])
+            out = tmp / name
+            run_build(BuildRequest(budget=kb * 1000, target=load_target("mcu"), out=str(out), calib_samples=16))
+            yield f"plan {kb}KB", out
+        else:
+            run_build(BuildRequest(recipe=name, out=str(tmp / name), calib_samples=16))
+            yield name, tmp / name
 
 
 def _inputs(source: app.ModelSource, path: Path, n: int):
@@ -65,18 +77,25 @@ def _inputs(source: app.ModelSource, path: Path, n: int):
 
 def main() -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--cpu", default="cortex-m4", choices=sorted(cortex_m.QEMU_MACHINES))
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--layers", action="store_true", help="also the per-operator instruction table")
     parser.add_argument("--json", action="store_true")
     ns = parser.parse_args()
+    names = [m for m in ns.models.split(",") if m]
+    if not set(names) <= set(MODELS):
+        print(f"--models: expected some of {', '.join(MODELS)}, got {ns.models}", file=sys.stderr)
+        return 2
     libs = {}
     for kernels in ("cmsis_nn", "reference"):
         try:
-            libs[kernels] = library.find("cortex-m4", kernels)
+            libs[kernels] = library.find(ns.cpu, kernels)
         except InputError as err:
             print(f"skipping {kernels}: {err}", file=sys.stderr)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, path in _models(Path(tmp)):
+        for name, path in _models(Path(tmp), names):
             source = app.load_source(path)
             host_arena = measure_model_arena(source.data)[0]
             x_q, want, against = _inputs(source, path, ns.samples)
@@ -89,11 +108,13 @@ def main() -> int:
                 app.compile_project(folder, lib)
                 compile_s = time.perf_counter() - start
                 mem = app.memory_figures(folder)
-                run = cortex_m.run_elf(folder / app.ELF, "cortex-m4", x_q)
+                run = cortex_m.run_elf(folder / app.ELF, ns.cpu, x_q)
                 got = run.outputs[0].astype(int)
+                predicted = app.predicted_arena(source, kernels)
                 rows.append(
                     {
                         "model": name,
+                        "cpu": ns.cpu,
                         "kernels": kernels,
                         "ops": list(project.ops),
                         "macs": macs,
@@ -106,10 +127,12 @@ def main() -> int:
                         "stack_device": run.stack_bytes,
                         "ram_bytes": mem["size"]["data"] + mem["size"]["bss"] + run.stack_bytes,
                         "arena_predicted_64bit": predict_arena_bytes(source.analysis) if source.analysis else None,
+                        "arena_predicted_32bit": predicted[0] if predicted else None,
                         "arena_compiled": run.arena_bytes,
                         "max_lsb": int(np.abs(got - want.astype(int)).max()),
                         "against": against,
                         "instructions_per_invoke": run.median_instructions,
+                        "layers": app.layer_rows(source, run.layer_instructions),
                         "compile_s": round(compile_s, 1),
                         "predicted": latency.predictions(macs, run.median_instructions) if macs else [],
                     }
@@ -119,7 +142,8 @@ def main() -> int:
         print(json.dumps(rows, indent=1))
         return 0
     print(
-        "| model | kernels | flash model / kernels / runtime (B) | arena host / device / predicted (B) | LSB | instructions / invoke | predicted ms M4 120 MHz / M7 216 MHz: MACs model (instructions model) |"
+        f"{ns.cpu} ({cortex_m.QEMU_MACHINES[ns.cpu]}), {ns.samples} inputs each\n\n"
+        "| model | kernels | flash model / kernels / runtime (B) | arena host / device / predicted 64-bit / 32-bit / compiled (B) | LSB | instructions / invoke | predicted ms M4 120 MHz / M7 216 MHz: MACs model (instructions model) |"
     )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
@@ -131,6 +155,7 @@ def main() -> int:
         print(
             f"| {r['model']} | {r['kernels']} | {s['model']:,} / {s['kernels']:,} / {s['runtime']:,} "
             f"| {r['arena_host_x86_64']:,} / {r['arena_device']:,} / {r['arena_predicted_64bit'] or 0:,} "
+            f"/ {r['arena_predicted_32bit'] or 0:,} / {r['arena_compiled']:,} "
             f"| {r['max_lsb']} vs {r['against']} | {r['instructions_per_invoke']:,} | {pred} |"
         )
     for board in latency.BOARDS:
@@ -140,6 +165,18 @@ def main() -> int:
             f"\n{board.name}: {latency.macs_per_cycle(board):.3f} MACs/cycle ({errors} on the published points); "
             f"{latency.cycles_per_instruction(board):.3f} cycles per emulated instruction ({ierrors})"
         )
+    if ns.layers:
+        for r in rows:
+            print(f"\n{r['model']} / {r['kernels']}: instructions per operator (per invoke)\n")
+            print("| # | op | layer | MACs | instructions | per MAC | share |")
+            print("|---|---|---|---|---|---|---|")
+            total = sum(int(x["instructions"]) for x in r["layers"]) or 1
+            for i, x in enumerate(r["layers"]):
+                per_mac = f"{x['per_mac']:.2f}" if x["per_mac"] is not None else "-"
+                print(
+                    f"| {i} | {x['op']} | {x['layer'] or '-'} | {x['macs']:,} | {x['instructions']:,} | {per_mac} "
+                    f"| {int(x['instructions']) / total:.1%} |"
+                )
     return 0
 
 

@@ -270,3 +270,22 @@ def write_project(folder: Path, project: Project) -> None:
     from edgeconv.core.io import write_folder_atomic
 
     write_folder_atomic(folder, project.files, _may_replace, "-o/--output")
+
+
+def layer_rows(source: ModelSource, layer_instructions: list[tuple[str, int]]) -> list[dict[str, object]]:
+    """Per operator of a firmware run: its op, the layer it computes and that layer's MACs
+    (when the op sequence is the one export/tflite.py writes for the IR), instructions per invoke."""
+    names: list[str | None] = [None] * len(layer_instructions)
+    macs: dict[str, int] = {}
+    if source.analysis is not None:
+        from edgeconv.plan.arena import tflite_graph
+
+        ops = tflite_graph(source.analysis).ops
+        if [op for op, *_ in ops] == [op for op, _ in layer_instructions]:
+            names = [out for _, _, out, _ in ops]
+            macs = {info.name: info.macs for info in source.analysis.layers}
+    rows: list[dict[str, object]] = []
+    for (op, n), name in zip(layer_instructions, names):
+        m = macs.get(name or "", 0)
+        rows.append({"op": op, "layer": name, "macs": m, "instructions": n, "per_mac": round(n / m, 2) if m else None})
+    return rows

@@ -24,8 +24,12 @@ measured head on all of them. The per-section sizes (24 B/tensor, 64 B/op, 192 B
 tensors) are TFLM's struct sizes on 64-bit hosts, read off the per-section lines; the OpData
 sizes and the unrecorded remainder were fitted by least squares on the section totals and then
 raised (MARGIN_BYTES) so that no prediction falls below a measurement. Over the set above the
-prediction is +0.06% .. +0.4% of the measured total (+48 .. +144 B). On a 32-bit MCU the structs are smaller, so the
-prediction stays an upper bound there.
+prediction is +0.06% .. +0.4% of the measured total (+48 .. +144 B).
+
+On a 32-bit part (Cortex-M) the head also holds the kernels' scratch buffers (CMSIS-NN asks for
+im2col and pooling buffers: `scratch_buffers`) and the tail's structs are smaller (half-size
+pointers): `predict_arena_bytes(analysis, word_bytes=4, kernels="cmsis_nn")`, fitted and checked
+on the emulated Cortex-M4 (TAIL_32 below; the firmware compiles it in).
 """
 
 from __future__ import annotations
