@@ -83,19 +83,18 @@ def _parity_stderr(folder, *flags):
 
 def test_litert_info_line_only_with_verbose(small_build):
     quiet = _parity_stderr(small_build)
-    assert "arm: running 32 samples" in quiet
-    assert "XNNPACK" not in quiet, quiet
+    assert quiet.splitlines() == ["arm: running 32 samples"], quiet  # a pipe: one line per target, no chatter
     assert "INFO: Created TensorFlow Lite XNNPACK delegate" in _parity_stderr(small_build, "--verbose")
 
 
-def test_a_real_terminal_gets_bars_and_a_pipe_one_line_per_step(small_build, tmp_path):
-    """`edgeconv parity` with stderr on a pseudo-terminal draws tqdm bars (carriage returns,
-    "2/2" targets), even on one that reports 0 columns (this unsized pty: tqdm alone draws
-    nothing there); the same run with stderr on a pipe writes exactly one line per target."""
+def test_a_real_terminal_gets_bars(small_build):
+    """`edgeconv parity` with stderr on a pseudo-terminal draws a tqdm bar (carriage returns,
+    "1/1" target), even on one that reports 0 columns (this unsized pty: tqdm alone draws
+    nothing there). On a pipe: one line per target (test_litert_info_line_only_with_verbose)."""
     import pty
 
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "EDGECONV_VERBOSE")}
-    cmd = [sys.executable, "-m", "edgeconv", "parity", str(small_build), "--targets", "cpu,arm", "--samples", "32"]
+    cmd = [sys.executable, "-m", "edgeconv", "parity", str(small_build), "--targets", "arm", "--samples", "32"]
     leader, follower = pty.openpty()
     chunks = []
     try:
@@ -114,7 +113,4 @@ def test_a_real_terminal_gets_bars_and_a_pipe_one_line_per_step(small_build, tmp
         os.close(leader)
     tty = b"".join(chunks).decode("utf-8", "replace")
     assert returncode == 0, tty
-    assert "\r" in tty and "2/2" in tty and "arm: running 32 samples" in tty, tty
-    piped = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert piped.returncode == 0, piped.stderr
-    assert piped.stderr.splitlines() == ["cpu: running 32 samples", "arm: running 32 samples"], piped.stderr
+    assert "\r" in tty and "1/1" in tty and "arm: running 32 samples" in tty, tty
