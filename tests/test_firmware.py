@@ -282,3 +282,16 @@ def test_latency_is_a_labelled_prediction_with_its_error_on_the_published_points
     assert [r["cpu"] for r in rows] == ["cortex-m4", "cortex-m7"]
     assert all("prediction" in r["label"] for r in rows)
     assert abs(rows[0]["predicted_ms"] / 704.0 - 1) < 0.15 and abs(rows[1]["predicted_ms"] / 62.25 - 1) < 0.2
+
+
+def test_firmware_target_plans_against_the_32bit_arena(tmp_path):
+    """mcu-m4's RAM budget is the arena on the part: the planner checks plans with the 32-bit
+    prediction (smaller than the host's), and plan.json records that figure."""
+    from edgeconv.artifacts.build import ram_model
+
+    m4, host = load_target("mcu-m4"), load_target("mcu")
+    out = tmp_path / "b"
+    result = run_build(BuildRequest(budget=16_000, ram=9_000, target=m4, out=str(out), calib_samples=8))
+    a = result.analysis
+    assert ram_model(m4)(a) == predict_arena_bytes(a, word_bytes=4, kernels="cmsis_nn") == result.memory.peak_ram_bytes
+    assert result.memory.peak_ram_bytes <= 9_000 < ram_model(host)(a)  # fits the M4, not the host's 64-bit arena

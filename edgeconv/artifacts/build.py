@@ -6,6 +6,7 @@ leaves no half-written output.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -150,10 +151,15 @@ def _timed() -> list[str]:
 
 
 def ram_model(target: Target | None):
-    """The mcu target's RAM is the TFLM arena (arena.py); elsewhere the activation liveness peak."""
+    """The mcu targets' RAM is the TFLM arena (arena.py): on the x86-64 host for mcu, on the
+    32-bit part with the profile's kernels for the firmware targets (mcu-m4); elsewhere the
+    activation liveness peak."""
     if target is not None and target.backend in ("mcu", "mcu_qemu"):
         from edgeconv.plan.arena import predict_arena_bytes
 
+        if target.backend == "mcu_qemu":
+            kernels = str(target.option("kernels", "cmsis_nn"))
+            return functools.partial(predict_arena_bytes, word_bytes=4, kernels=kernels)
         return predict_arena_bytes
     return None
 
