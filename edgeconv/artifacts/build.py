@@ -356,11 +356,11 @@ def run_build(req: BuildRequest, progress=None) -> BuildResult:
     else:
         weights = init_weights(analysis, req.seed)
         weights_source = f"He-normal initialization, seed {req.seed}"
-        if the_plan is not None:  # deep plans compound He-normal's variance: logits scaled (core/headscale.py)
-            from edgeconv.core.headscale import LOGIT_SPREAD, scale_head
+        if the_plan is not None:  # deep random plans: input-independent features without it (core/datainit.py)
+            from edgeconv.core.datainit import data_init
 
-            weights = scale_head(analysis, weights, req.seed)
-            weights_source += f", head scaled to a logit spread of {LOGIT_SPREAD:g}"
+            weights = data_init(analysis, weights, req.seed)
+            weights_source += ", rescaled on seeded N(0, 1) inputs (core/datainit.py)"
 
     out_dir = Path(req.out) if req.out else default_out_dir(model.name)
     result = BuildResult(model, analysis, memory, budgets, out_dir, weights, weights_source, the_plan)
