@@ -2,7 +2,8 @@
 
 For each group (input shape, flash budget; RAM 256 KB, 10 classes) the planner's search is run
 per block type (plain conv, depthwise-separable, residual) keeping its 300 best candidates by
-the current objective; candidates at ranks 1, 21, 61 and 151 of each block type are taken
+a fixed sampling order (the objective before this measurement, log2 params + 0.5 log2 depth, so
+that the sample does not move when objective.py changes); candidates at ranks 1, 21, 61 and 151 of each block type are taken
 (12 per group: the top of the search and well below it, so params, MACs and depth vary).
 Each is trained with edgeconv's recipe (edgeconv.train.loop: AdamW, cosine, BatchNorm, crop
 augmentation) on sklearn's digits resized bilinearly to the input (the split of
@@ -11,7 +12,8 @@ candidate the proxies and the mean validation accuracy (float, 360 images), then
 Spearman's rank correlation of accuracy with each proxy:
 
   MACs, params, depth (kxk convs on the main path), the planner's objective score
-  (edgeconv/plan/objective.py), and NASWOT (Mellor et al. 2021, a zero-cost proxy at init:
+  (edgeconv/plan/objective.py), the objective before this measurement (prev_score: log2 params
+  + 0.5 log2 depth), and NASWOT (Mellor et al. 2021, a zero-cost proxy at init:
   log|K| of the Hamming kernel of the ReLU on/off codes of 64 training images; not usable by
   the branch and bound, which needs a closed form non-decreasing in params, MACs and depth).
 
@@ -37,6 +39,11 @@ from planner_vs_reference import resized
 CLASSES = 10
 RAM = 256_000
 KEEP = 300
+
+
+def sampling_score(s) -> float:
+    """The order the sample is drawn in (the planner's objective until this measurement)."""
+    return math.log2(max(s.params, 1)) + 0.5 * math.log2(max(s.depth, 1))
 
 
 def naswot(analysis, x: np.ndarray, seed: int) -> float:
@@ -66,8 +73,9 @@ def main() -> None:
     ap.add_argument("--groups", default="32x32x3@64KB,49x10x1@64KB")
     ap.add_argument("--ranks", default="0,20,60,150", help="0-based ranks kept per block type")
     ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--reuse", help="a previous --json output whose accuracies are taken, not retrained")
     args = ap.parse_args()
 
     import torch
@@ -76,7 +84,7 @@ def main() -> None:
     from edgeconv.core.sizes import parse_size
     from edgeconv.core.weights import init_weights
     from edgeconv.plan import objective
-    from edgeconv.plan.planner import BLOCKS, Budgets, candidate_model, search
+    from edgeconv.plan.planner import BLOCKS, Budgets, candidate_model, plan, search
     from edgeconv.train import to_module
     from edgeconv.train.loop import TrainConfig, evaluate, train
 
@@ -85,26 +93,47 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     ranks = [int(r) for r in args.ranks.split(",")]
     digits = digits_split()
-    rows = []
+    rows: list[dict] = []
+    picks: list[dict] = []
+    reused: dict[tuple[str, int], float] = {}
+    if args.reuse:
+        previous = json.loads(Path(args.reuse).read_text("utf-8"))
+        for row in previous["rows"] + previous.get("picks", []) if previous["epochs"] == args.epochs else []:
+            reused.update({(row["plan"], seed): acc for seed, acc in zip(previous["seeds"], row["val_acc"])})
+
+    def accuracy(analysis, name: str, data) -> list[float]:
+        xt, yt, xv, yv = data
+        accs = []
+        for seed in seeds:
+            if (name, seed) in reused:
+                accs.append(reused[name, seed])
+                continue
+            module = to_module(analysis, init_weights(analysis, seed))
+            train(module, xt, yt, TrainConfig(epochs=args.epochs, augment=("crop",), seed=seed))
+            accs.append(evaluate(module, xv, yv))
+        return accs
+
     for group in args.groups.split(","):
         shape, budget_text = group.split("@")
         w, h, c = (int(v) for v in shape.split("x"))
         from edgeconv.core.ir import InputSpec
 
         spec = InputSpec(w, h, c)
-        xt, yt, xv, yv = (resized(a, w, h, c) if i % 2 == 0 else a for i, a in enumerate(digits))
+        data = tuple(resized(a, w, h, c) if i % 2 == 0 else a for i, a in enumerate(digits))
+        xt = data[0]
+        budgets = Budgets(parse_size(budget_text), RAM)
         for block in BLOCKS:
-            kept, _ = search(spec, CLASSES, Budgets(parse_size(budget_text), RAM), keep=KEEP, blocks=(block,))
+            current, objective.score = objective.score, sampling_score  # the search ranks by objective.score
+            try:
+                kept, _ = search(spec, CLASSES, budgets, keep=KEEP, blocks=(block,))
+            finally:
+                objective.score = current
             for rank in ranks:
                 if rank >= len(kept):
                     continue
                 cand = kept[rank]
                 analysis = analyze(candidate_model(cand, spec, CLASSES))
-                accs = []
-                for seed in seeds:
-                    module = to_module(analysis, init_weights(analysis, seed))
-                    train(module, xt, yt, TrainConfig(epochs=args.epochs, augment=("crop",), seed=seed))
-                    accs.append(evaluate(module, xv, yv))
+                accs = accuracy(analysis, cand.name, data)
                 row = {
                     "group": group,
                     "block": block,
@@ -114,6 +143,7 @@ def main() -> None:
                     "macs": cand.macs,
                     "depth": cand.depth,
                     "score": objective.score(objective.Summary(cand.params, cand.macs, cand.depth)),
+                    "prev_score": sampling_score(cand),
                     "naswot": float(np.mean([naswot(analysis, xt[:64], s) for s in seeds])),
                     "val_acc": accs,
                     "mean": float(np.mean(accs)),
@@ -125,7 +155,14 @@ def main() -> None:
                     f"acc {' '.join(f'{100 * a:.2f}' for a in accs)}",
                     flush=True,
                 )
-    proxies = ("macs", "params", "depth", "score", "naswot")
+        pick = plan(spec, CLASSES, budgets).candidate
+        accs = accuracy(analyze(candidate_model(pick, spec, CLASSES)), pick.name, data)
+        picks.append(
+            {"group": group, "plan": pick.name, "params": pick.params, "macs": pick.macs, "depth": pick.depth}
+            | {"val_acc": accs, "mean": float(np.mean(accs))}
+        )
+        print(f"{group} pick of objective.py {pick.name}: acc {' '.join(f'{100 * a:.2f}' for a in accs)}", flush=True)
+    proxies = ("macs", "params", "depth", "score", "prev_score", "naswot")
     summary = {}
     for group in args.groups.split(","):
         g = [r for r in rows if r["group"] == group]
@@ -139,7 +176,7 @@ def main() -> None:
         }
     wall = time.perf_counter() - start
     if args.json:
-        doc = {"epochs": args.epochs, "seeds": seeds, "rows": rows, "summary": summary, "wall_s": wall}
+        doc = {"epochs": args.epochs, "seeds": seeds, "rows": rows, "picks": picks, "summary": summary, "wall_s": wall}
         Path(args.json).write_text(json.dumps(doc, indent=1))
     print()
     print(f"{args.epochs} epochs, seeds {seeds}; val accuracy on 360 digits resized to the input")
@@ -162,6 +199,16 @@ def main() -> None:
     print("| mean | | " + " | ".join(f"{means[p]:+.2f}" for p in proxies) + " |")
     for group, s in summary.items():
         print(f"{group}: most accurate {s['best']}; highest score {s['score_pick']}")
+    print()
+    print(f"the planner's pick ({objective.OBJECTIVE}) against the sample's most accurate")
+    print("| group | pick | params | MACs | depth | pick acc mean | best of the sample | its acc |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |")
+    for p in picks:
+        best = max((r for r in rows if r["group"] == p["group"]), key=lambda r: r["mean"])
+        print(
+            f"| {p['group']} | `{p['plan']}` | {p['params']:,} | {p['macs']:,} | {p['depth']} | "
+            f"{100 * p['mean']:.2f}% | `{best['plan']}` | {100 * best['mean']:.2f}% |"
+        )
     print(f"wall time {wall:.0f} s ({math.ceil(wall / 60)} min)")
 
 

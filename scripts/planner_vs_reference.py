@@ -16,7 +16,12 @@ reference) and int8 (post-training quantization calibrated on 256 training image
 golden: bit-exact to what the mcu target runs).
 
     nice -n 10 python scripts/planner_vs_reference.py [--models ds_cnn,resnet8,mobilenet_v1_025]
-        [--seeds 0,1,2] [--epochs 10] [--json OUT.json]
+        [--seeds 0,1,2] [--epochs 10] [--json OUT.json] [--reuse PREVIOUS.json]
+
+--reuse takes the runs of a previous --json output for the same model (its name spells the
+whole plan), epochs and seed instead of training again: training is deterministic for the same
+data, seed and one thread (edgeconv.train.loop), so e.g. a changed objective retrains only the
+new picks.
 """
 
 from __future__ import annotations
@@ -117,6 +122,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--reuse", help="a previous --json output whose runs are taken, not retrained")
     args = ap.parse_args()
 
     import torch
@@ -133,6 +139,11 @@ def main() -> None:
     digits = digits_split()
     mcu = load_target("mcu")
     rows = []
+    reused: dict[tuple[str, int], dict] = {}
+    if args.reuse:
+        previous = json.loads(Path(args.reuse).read_text("utf-8"))
+        for row in previous["rows"] if previous["epochs"] == args.epochs else []:
+            reused.update({(row["model"], run["seed"]): run for run in row["runs"]})
     for name in args.models.split(","):
         ref = analyze(with_classes(load_recipe(name), CLASSES))
         spec = ref.model.input
@@ -159,7 +170,8 @@ def main() -> None:
             fig = ref_fig if role == "reference" else figures(analysis)
             runs = []
             for seed in seeds:
-                runs.append(train_and_score(analysis, data, seed, args.epochs))
+                key = (analysis.model.name, seed)
+                runs.append(reused[key] if key in reused else train_and_score(analysis, data, seed, args.epochs))
                 r = runs[-1]
                 print(
                     f"  {role} seed {seed}: float {100 * r['float']:.2f}% int8 {100 * r['int8']:.2f}% "
