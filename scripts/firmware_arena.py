@@ -118,13 +118,14 @@ def main() -> int:
     if ns.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print("| model | tensors / ops | M4 arena | predicted 32-bit | margin | M4 head / tail | predicted head / tail |")
+    # the tail without the recording objects: the plain firmware's arena minus the (same) head
+    print("| model | tensors / ops | M4 arena | predicted 32-bit | over | M4 head / tail | predicted head / tail |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         d, s = r["device"], r["device"]["sections"]
         print(
             f"| {r['model']} | {r['tensors']} / {r['ops']} | {d['arena_used']:,} | {r['predicted_32bit']:,} "
-            f"| {r['predicted_32bit'] - d['arena_used']:+,} | {s.get('head', 0):,} / {s.get('tail', 0):,} "
+            f"| {r['predicted_32bit'] - d['arena_used']:+,} | {s.get('head', 0):,} / {d['arena_used'] - s.get('head', 0):,} "
             f"| {r['head_32bit']:,} / {r['tail_32bit']:,} |"
         )
     return 0
