@@ -339,7 +339,11 @@ class _Search:
         if self.rank != "score":
             value = {"model_bytes": acc.model_bytes(), "peak_ram": acc.ram, "macs": acc.macs}[self.rank]
             return value > worst[0]
-        room = max(self.b.model_bytes - acc.model_bytes(), 0)  # every parameter costs >= 1 byte
+        # every parameter costs >= 1 byte, and every completion adds at least a conv stage of >= c
+        # filters and a head (FC, softmax, a pool or reshape): their biases cost 28 B for 1
+        # parameter each and their op records buy none (model_bytes_formula is linear)
+        fixed = model_bytes_formula(0, c + self.classes, 4, 2) - model_bytes_formula(0, 0, 0, 0) - (c + self.classes)
+        room = max(self.b.model_bytes - acc.model_bytes() - fixed, 0)
         # every later stage halves the map first, so each later weight is used at most
         # ceil(W/2) * ceil(H/2) times
         macs = acc.macs + room * _same_out(w, _down(w), _down(w)) * _same_out(h, _down(h), _down(h))
