@@ -64,6 +64,19 @@ def test_search_is_exact_against_a_larger_keep():
     assert stats.pruned_bound > 0 and stats.visited < 10_000
 
 
+@pytest.mark.parametrize(
+    "spec,classes,budget", [(INPUT, 10, 64_000), (KWS, 12, 16_000), (InputSpec(96, 96, 3), 2, 32_000)]
+)
+def test_search_equals_the_exhaustive_search(spec, classes, budget):
+    # the bounds (prefix, last-stage width, losing networks not built) and the per-search stage
+    # memo change nothing: the same 5 best, in order, as the search without any cut
+    budgets = Budgets(budget, 256_000)
+    fast, stats = search(spec, classes, budgets, keep=5)
+    slow, full = search(spec, classes, budgets, keep=5, bound=False)
+    assert [c.name for c in fast] == [c.name for c in slow] and fast == slow
+    assert stats.pruned_bound > 0 and stats.evaluated < full.evaluated
+
+
 def test_same_arguments_same_plan():
     a = plan(INPUT, 10, Budgets(500_000, 200_000), top=5)
     b = plan(INPUT, 10, Budgets(500_000, 200_000), top=5)

@@ -21,8 +21,10 @@ Search: depth-first branch and bound over stages. Model bytes, MACs and peak RAM
 stages are added, so a prefix over a budget is cut with everything below it; the last stage's
 width is found by bisection (every budget is monotone in it); a prefix whose optimistic score
 (objective.score of the most parameters, MACs and depth the remaining budget could buy) cannot
-beat the kept candidates is cut too. Objective: edgeconv/plan/objective.py. The result is
-exact over the space and deterministic (ties: fewer MACs, fewer parameters, then plan name).
+beat the kept candidates is cut too, and so is a last stage whose widest width (budgets
+ignored) cannot. Each stage's and head's totals are costed once per search (they do not depend on
+the prefix) and a losing network is not built. Objective: edgeconv/plan/objective.py. The result
+is exact over the space and deterministic (ties: fewer MACs, fewer parameters, then plan name).
 """
 
 from __future__ import annotations
@@ -184,6 +186,19 @@ class _Acc:
             self.joins_pools + int(join),
         )
 
+    def plus(self, d: _Acc) -> _Acc:
+        """This prefix followed by the layers totalled in d (every total adds; the peak is a max)."""
+        return _Acc(
+            self.weights + d.weights,
+            self.channels + d.channels,
+            self.ops + d.ops,
+            self.weighted + d.weighted,
+            self.macs + d.macs,
+            max(self.ram, d.ram),
+            self.depth + d.depth,
+            self.joins_pools + d.joins_pools,
+        )
+
     def model_bytes(self, reshapes: int = 0) -> int:
         return model_bytes_formula(self.weights, self.channels, self.ops, self.weighted, reshapes, self.joins_pools)
 
@@ -238,7 +253,9 @@ def _pool(acc: _Acc, w: int, h: int, c: int) -> tuple[_Acc, int, int]:
     return acc.layer(0, 0, 0, w * h * c + w2 * h2 * c, False, weighted=False, join=True), w2, h2
 
 
-def _stage(acc: _Acc, w: int, h: int, c: int, f: int, n: int, block: str, down: str, first: bool):
+def _stage_totals(w: int, h: int, c: int, f: int, n: int, block: str, down: str, first: bool) -> tuple[_Acc, int, int]:
+    """A stage's totals (from an empty prefix) and its output map."""
+    acc = _Acc()
     sw = sh = 1
     if not first:
         if down == "pool":
@@ -251,8 +268,10 @@ def _stage(acc: _Acc, w: int, h: int, c: int, f: int, n: int, block: str, down: 
     return acc, w, h
 
 
-def _head(acc: _Acc, w: int, h: int, c: int, classes: int, head: str) -> tuple[_Acc, int]:
-    """The network with its head: (totals, reshapes)."""
+def _head_totals(w: int, h: int, c: int, classes: int, head: str) -> tuple[_Acc, int]:
+    """The head's totals and reshapes (a stage's and a head's totals do not depend on the
+    prefix before them: _Acc.plus adds them to it)."""
+    acc = _Acc()
     if head == "gap":
         acc = acc.layer(0, 0, 0, w * h * c + c, False, weighted=False)
         n_in = c
@@ -307,15 +326,36 @@ class _Search:
     cap: int
     rank: str  # "score" (the objective) or "model_bytes" / "peak_ram" / "macs" (smallest)
     kept: list[Candidate] = field(default_factory=list)
+    kept_keys: list[tuple] = field(default_factory=list)  # self.key of each kept candidate
     block: str = "conv"
     down: str = "stride"
     heads: tuple[str, ...] = ("gap", "flatten")
     mac: int | None = None
     blocks: tuple[str, ...] = BLOCKS
+    bound: bool = True  # False: no cut by the objective (the exhaustive reference for tests)
     visited: int = 0
     evaluated: int = 0
     pruned_budget: int = 0
     pruned_bound: int = 0
+    # a stage's and a head's totals depend only on their input map, widths and kind, not on the
+    # prefix: the search costs the same stage under many prefixes and in every bisection step,
+    # so each is costed once per search (exact: integer totals; the peak combines by max)
+    stage_memo: dict[tuple, tuple[_Acc, int, int]] = field(default_factory=dict)
+    head_memo: dict[tuple, tuple[_Acc, int]] = field(default_factory=dict)
+
+    def stage(self, acc: _Acc, w: int, h: int, c: int, f: int, n: int, first: bool) -> tuple[_Acc, int, int]:
+        k = (w, h, c, f, n, first)
+        hit = self.stage_memo.get(k)
+        if hit is None:
+            hit = self.stage_memo[k] = _stage_totals(w, h, c, f, n, self.block, self.down, first)
+        return acc.plus(hit[0]), hit[1], hit[2]
+
+    def head(self, acc: _Acc, w: int, h: int, c: int, head: str) -> tuple[_Acc, int]:
+        k = (w, h, c, head)
+        hit = self.head_memo.get(k)
+        if hit is None:
+            hit = self.head_memo[k] = _head_totals(w, h, c, self.classes, head)
+        return acc.plus(hit[0]), hit[1]
 
     # --- budgets and bounds ---------------------------------------------------------------
     def within(self, acc: _Acc) -> bool:
@@ -329,12 +369,12 @@ class _Search:
         return (getattr(c, self.rank), c.name)
 
     def worst(self) -> tuple | None:
-        return self.key(self.kept[-1]) if len(self.kept) >= self.keep else None
+        return self.kept_keys[-1] if len(self.kept) >= self.keep else None
 
     def hopeless(self, acc: _Acc, w: int, h: int, c: int, stages_left: int) -> bool:
         """True when no completion of this prefix can enter the kept list."""
         worst = self.worst()
-        if worst is None:
+        if worst is None or not self.bound:
             return False
         if self.rank != "score":
             value = {"model_bytes": acc.model_bytes(), "peak_ram": acc.ram, "macs": acc.macs}[self.rank]
@@ -354,12 +394,43 @@ class _Search:
         best = objective.score(objective.Summary(acc.weights + acc.channels + room, macs, depth))
         return -round(best, 9) > worst[0]
 
+    def cannot_win(self, acc: _Acc, w: int, h: int, c: int, f: int, n: int, first: bool) -> bool:
+        """True when the last stage at its widest width f (budgets ignored) cannot enter the kept
+        list: params, MACs and depth grow with the width, so no narrower width can either."""
+        worst = self.worst()
+        if worst is None or not self.bound:
+            return False
+        s_acc, w2, h2 = self.stage(acc, w, h, c, f, n, first)
+        best = -math.inf
+        for head in self.heads:
+            if head == "flatten" and w2 * h2 > MAX_FLATTEN_PIXELS:
+                continue
+            total, _ = self.head(s_acc, w2, h2, f, head)
+            summary = objective.Summary(
+                total.weights + total.channels, total.macs, total.depth, self.spec.width * self.spec.height, w2 * h2
+            )
+            best = max(best, objective.score(summary))
+        return -round(best, 9) > worst[0]
+
     def offer(self, c: Candidate) -> None:
         k = self.key(c)
-        if len(self.kept) >= self.keep and k >= self.key(self.kept[-1]):
+        if len(self.kept) >= self.keep and k >= self.kept_keys[-1]:
             return
-        bisect.insort(self.kept, c, key=self.key)
-        del self.kept[self.keep :]
+        i = bisect.bisect_right(self.kept_keys, k)
+        self.kept.insert(i, c)
+        self.kept_keys.insert(i, k)
+        del self.kept[self.keep :], self.kept_keys[self.keep :]
+
+    def loses(self, score: float, params: int, macs: int, peak_ram: int, model_bytes: int) -> bool:
+        """True when a candidate with these totals cannot enter the kept list whatever its name
+        (so it is not built: naming it is the dear part of a key)."""
+        worst = self.worst()
+        if worst is None:
+            return False
+        if self.rank == "score":
+            return (-round(score, 9), macs, params) > worst[:3]
+        value = {"model_bytes": model_bytes, "peak_ram": peak_ram, "macs": macs}[self.rank]
+        return value > worst[0]
 
     # --- the search -----------------------------------------------------------------------
     def costed(self, acc: _Acc, w: int, h: int, c: int, head: str) -> tuple[_Acc, int] | None:
@@ -367,7 +438,7 @@ class _Search:
         if head == "flatten" and w * h > MAX_FLATTEN_PIXELS:
             return None
         self.evaluated += 1
-        total, reshapes = _head(acc, w, h, c, self.classes, head)
+        total, reshapes = self.head(acc, w, h, c, head)
         model_bytes = total.model_bytes(reshapes)
         if (
             model_bytes > self.b.model_bytes
@@ -388,6 +459,9 @@ class _Search:
             fitted = True
             params = total.weights + total.channels
             summary = objective.Summary(params, total.macs, total.depth, self.spec.width * self.spec.height, w * h)
+            score = objective.score(summary)
+            if self.loses(score, params, total.macs, total.ram, model_bytes):
+                continue
             self.offer(
                 Candidate(
                     stem[:2],
@@ -402,7 +476,7 @@ class _Search:
                     model_bytes,
                     total.ram,
                     total.depth,
-                    objective.score(summary),
+                    score,
                 )
             )
         return fitted
@@ -415,7 +489,7 @@ class _Search:
         widths = list(range(lo, hi + 1, m))
 
         def attempt(f: int, offer: bool) -> bool:
-            s_acc, w2, h2 = _stage(acc, w, h, c, f, n, self.block, self.down, first)
+            s_acc, w2, h2 = self.stage(acc, w, h, c, f, n, first)
             if not self.within(s_acc):
                 return False
             if not offer:
@@ -427,6 +501,8 @@ class _Search:
                 attempt(f, True)
             return
         left, right = 0, len(widths) - 1
+        if self.cannot_win(acc, w, h, c, widths[-1], n, first):
+            return
         if not attempt(widths[0], False):
             return
         while left < right:  # invariant: widths[left] fits
@@ -462,7 +538,7 @@ class _Search:
         for grow in (2, 1):
             f = c * grow
             for n in (depth_rule,):
-                s_acc, w2, h2 = _stage(acc, w, h, c, f, n, self.block, self.down, False)
+                s_acc, w2, h2 = self.stage(acc, w, h, c, f, n, False)
                 if not self.within(s_acc):
                     self.pruned_budget += 1
                     continue
@@ -487,6 +563,7 @@ class _Search:
             ] or ["stride"]
             for down in modes:
                 self.block, self.down = block, down
+                self.stage_memo.clear()
                 for kw, kh, sw, sh in _stems(spec, self.limits):
                     stem = (kw, kh, sw, sh)
                     for mult in STEM_WIDTHS:
@@ -501,7 +578,7 @@ class _Search:
                             for n in reversed(LAST_STAGE_BLOCKS):
                                 self.last_stage(acc, w, h, c0, c0, c0, n, stem, (), (), True)
                         for n in reversed(BLOCKS_PER_STAGE):
-                            s_acc, w2, h2 = _stage(acc, w, h, c0, c0, n, block, down, True)
+                            s_acc, w2, h2 = self.stage(acc, w, h, c0, c0, n, True)
                             if not self.within(s_acc):
                                 self.pruned_budget += 1
                                 continue
@@ -520,11 +597,13 @@ def search(
     keep: int = 1,
     rank: str = "score",
     blocks: tuple[str, ...] = BLOCKS,
+    bound: bool = True,
 ) -> tuple[list[Candidate], SearchStats]:
     """The `keep` best candidates that meet the budgets (no budgets: any size), best first, by
     the objective (rank="score") or by the smallest model_bytes / peak_ram / macs; raises
     SearchCapped after max_nodes (default MAX_SEARCH_NODES) stage prefixes. `blocks` narrows
-    the block types (e.g. ("ds",) for a DS-CNN-like space)."""
+    the block types (e.g. ("ds",) for a DS-CNN-like space); bound=False turns the objective's
+    cuts off (exhaustive within the budgets: the reference the bound is tested against)."""
     s = _Search(
         input_spec,
         classes,
@@ -534,6 +613,7 @@ def search(
         MAX_SEARCH_NODES if max_nodes is None else max_nodes,
         rank,
         blocks=blocks,
+        bound=bound,
     )
     s.run()
     return s.kept, s.stats()
