@@ -1,7 +1,7 @@
 """The TFLM arena on the 32-bit part: measured on the emulated Cortex-M4, section by section,
 against plan/arena.py's 32-bit prediction (and its x86-64 one).
 
-    python scripts/firmware_arena.py [--json] [--host]
+    python scripts/firmware_arena.py [--kernels cmsis_nn|reference] [--json] [--host]
 
 Per model it compiles the firmware twice: as edgeconv writes it (the arena TFLM reports with
 `arena_used_bytes()` after AllocateTensors, i.e. the smallest arena that runs it) and with
@@ -11,7 +11,7 @@ buffers, NodeAndRegistration structs; its own recording objects make its total l
 sections are read from it and the total from the first). `--host` adds the x86-64 host's
 figures (TFLM's Python interpreter, print_allocations). Models: the three recipes, planner
 outputs at 8, 16, 32, 64 and 128 KB, the published MLPerf int8 ResNet-8.
-Needs the cached TFLM library (scripts/build_tflm.sh --cpu cortex-m4 --kernels cmsis_nn).
+Needs the cached TFLM library (scripts/build_tflm.sh --cpu cortex-m4 --kernels KERNELS).
 """
 
 from __future__ import annotations
@@ -93,10 +93,11 @@ def host(data: bytes) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--kernels", default="cmsis_nn", choices=("cmsis_nn", "reference"))
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--host", action="store_true", help="also the x86-64 host's sections")
     ns = parser.parse_args()
-    lib = library.find("cortex-m4", "cmsis_nn")
+    lib = library.find("cortex-m4", ns.kernels)
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -106,10 +107,10 @@ def main() -> int:
             x = np.zeros((1, spec.height, spec.width, spec.channels), np.int8)
             row = {"model": name, "device": device(source, lib, tmp / f"fw{i}", x)}
             a = source.analysis
-            row["predicted_32bit"] = arena.predict_arena_bytes(a, word_bytes=4, kernels="cmsis_nn")
+            row["predicted_32bit"] = arena.predict_arena_bytes(a, word_bytes=4, kernels=ns.kernels)
             row["predicted_64bit"] = arena.predict_arena_bytes(a)
-            row["head_32bit"] = arena.predict_head_bytes(a, kernels="cmsis_nn")
-            row["tail_32bit"] = arena.predict_tail_bytes(a, word_bytes=4, kernels="cmsis_nn")
+            row["head_32bit"] = arena.predict_head_bytes(a, kernels=ns.kernels)
+            row["tail_32bit"] = arena.predict_tail_bytes(a, word_bytes=4, kernels=ns.kernels)
             row["tensors"], row["ops"] = arena.tensor_and_op_counts(a)
             if ns.host:
                 row["host"] = host(source.data)

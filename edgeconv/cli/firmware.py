@@ -72,7 +72,9 @@ def firmware(source, cpu, kernels, output, arena, do_compile, build_lib, sources
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(f"wrote {out}/ ({', '.join(sorted(project.files))}) for {cpu} with {kernels} kernels")
-    click.echo(f"  ops ({len(project.ops)}): {', '.join(project.ops)}; arena {project.arena_bytes:,} B")
+    predicted = doc["arena_predicted_32bit"]
+    arena_note = f" (32-bit prediction {predicted:,} B + margin)" if predicted and not fixed else ""
+    click.echo(f"  ops ({len(project.ops)}): {', '.join(project.ops)}; arena {project.arena_bytes:,} B{arena_note}")
     if do_compile:
         mem = doc["memory"]
         split = mem["flash_split"]
