@@ -217,8 +217,8 @@ def test_recipe_on_mcu_m4_matches_the_tflm_golden_at_every_layer(ds_cnn, lib):
 @pytest.fixture(scope="module")
 def plan16(tmp_path_factory):
     """A planner output, pinned: the 16KB mcu pick of the objective the 32-bit arena fit was
-    measured on (log2 params + 0.5 log2 depth). Today's pick (most parameters) is
-    k3s2-conv-32x1-gap, whose arena the 32-bit model predicts 188 B over the measured one
+    measured on (log2 params + 0.5 log2 depth). The most-parameters pick (before the depth
+    floor) was k3s2-conv-32x1-gap, whose arena the 32-bit model predicts 188 B over the measured one
     (19,312 vs 19,124 B, beyond ARENA_TOLERANCE: its MEAN scratch; open)."""
     from edgeconv.core.ir import InputSpec
     from edgeconv.plan.planner import Candidate, candidate_model

@@ -1,4 +1,5 @@
 import itertools
+import math
 
 import pytest
 
@@ -75,6 +76,19 @@ def test_search_equals_the_exhaustive_search(spec, classes, budget):
     slow, full = search(spec, classes, budgets, keep=5, bound=False)
     assert [c.name for c in fast] == [c.name for c in slow] and fast == slow
     assert stats.pruned_bound > 0 and stats.evaluated < full.evaluated
+
+
+def test_depth_floor_comes_before_parameters(monkeypatch):
+    # 49x10x1 / 16KB: the most parameters overall is a 2-conv network (65.69% trained, README);
+    # the floor takes the most parameters among depth >= MIN_DEPTH (87.64%) and falls back to
+    # the shallower networks only where none of that depth fits (4KB)
+    deep = plan(KWS, 10, Budgets(16_000, 256_000)).candidate
+    assert deep.depth >= objective.MIN_DEPTH
+    tiny = plan(KWS, 10, Budgets(4_000, 256_000)).candidate
+    assert tiny.depth < objective.MIN_DEPTH
+    monkeypatch.setattr(objective, "score", lambda s: math.log2(max(s.params, 1)))
+    shallow = plan(KWS, 10, Budgets(16_000, 256_000)).candidate
+    assert shallow.depth < objective.MIN_DEPTH and shallow.params > deep.params
 
 
 def test_same_arguments_same_plan():
