@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeconv.artifacts.build import BuildRequest, run_build
+from edgeconv.backends.float_layers import float_layer_runner
 from edgeconv.backends.litert_tools import litert
 from edgeconv.backends.ort_tools import compare_params, optimized_ops, ort_quantize, session, with_output
 from edgeconv.bench.latency import interleaved_timings
@@ -210,8 +211,11 @@ def bench_model(label: str, req: BuildRequest, args, tmp: Path) -> ModelResult:
     # 2. calibration and each exporter alone, checked byte-identical to the build's files
     calib = {kind: input_set(kind, analysis, args.calib_samples, SEEDS[kind][0]) for kind in SETS}
     assert np.array_equal(calib["normal"], synthetic_calibration_set(analysis, args.calib_samples, req.seed))
+    # the float engine the build calibrates with (ORT's float model; float32 ranges round to
+    # other scales than the float64 reference's, so only the same engine can reproduce the bytes)
+    runner = float_layer_runner(analysis, weights)
     start = time.perf_counter()
-    cal = calibrate(analysis, weights, calib["normal"])
+    cal = calibrate(analysis, weights, calib["normal"], runner=runner)
     qparams = quantize(analysis, weights, cal.ranges, cal.info)
     res.calib_s = time.perf_counter() - start
     exporters = {
@@ -252,7 +256,7 @@ def bench_model(label: str, req: BuildRequest, args, tmp: Path) -> ModelResult:
         x_eval = input_set(kind, analysis, args.samples, SEEDS[kind][1])
         evaluate(res, kind, analysis, weights, kfiles, quant_doc, ortq_plain, ortq_tapped, x_eval)
         if any(isinstance(layer, GlobalAvgPool) for layer in analysis.model.layers):
-            kcal = cal if kind == "normal" else calibrate(analysis, weights, calib[kind])
+            kcal = cal if kind == "normal" else calibrate(analysis, weights, calib[kind], runner=runner)
             base = qparams if kind == "normal" else quantize(analysis, weights, kcal.ranges, kcal.info)
             whatif_sqnr(res, kind, analysis, weights, gap_own_range(analysis, weights, base, kcal.ranges), x_eval)
 
