@@ -371,7 +371,20 @@ class _Search:
     def worst(self) -> tuple | None:
         return self.kept_keys[-1] if len(self.kept) >= self.keep else None
 
-    def hopeless(self, acc: _Acc, w: int, h: int, c: int, stages_left: int) -> bool:
+    def completion_params(self, c: int, stages_left: int, n: int) -> int:
+        """The most parameters any completion of a prefix ending at width c can add: stage i
+        (1-based) is at most c * 2**i wide, the stages before the last have n blocks, the last
+        at most 4, each block at most the block's parameters with a 3x3 kernel and a full-width
+        input, and the head at most a flatten of 4x4 maps (budgets ignored)."""
+
+        def block(f: int) -> int:  # conv: 9 f^2 + f; ds: (9 f + f) + (f^2 + f); res: 2 convs + projection
+            return {"conv": 9 * f * f + f, "ds": f * f + 11 * f, "res": 19 * f * f + 3 * f}[self.block]
+
+        body = sum(n * block(c << i) for i in range(1, stages_left))
+        last = c << stages_left
+        return body + max(LAST_STAGE_BLOCKS) * block(last) + (MAX_FLATTEN_PIXELS * last + 1) * self.classes
+
+    def hopeless(self, acc: _Acc, w: int, h: int, c: int, stages_left: int, n: int) -> bool:
         """True when no completion of this prefix can enter the kept list."""
         worst = self.worst()
         if worst is None or not self.bound:
@@ -384,14 +397,16 @@ class _Search:
         # parameter each and their op records buy none (model_bytes_formula is linear)
         fixed = model_bytes_formula(0, c + self.classes, 4, 2) - model_bytes_formula(0, 0, 0, 0) - (c + self.classes)
         room = max(self.b.model_bytes - acc.model_bytes() - fixed, 0)
+        # nor can the widths (at most 2x per stage) buy more than completion_params
+        added = min(room, self.completion_params(c, stages_left, n))
         # every later stage halves the map first, so each later weight is used at most
         # ceil(W/2) * ceil(H/2) times
-        macs = acc.macs + room * _same_out(w, _down(w), _down(w)) * _same_out(h, _down(h), _down(h))
+        macs = acc.macs + added * _same_out(w, _down(w), _down(w)) * _same_out(h, _down(h), _down(h))
         if self.mac is not None:
             macs = min(macs, self.mac)
         per_block = 2 if self.block == "res" else 1
         depth = acc.depth + min(stages_left * max(LAST_STAGE_BLOCKS) * per_block, room // (9 * c + 1))
-        best = objective.score(objective.Summary(acc.weights + acc.channels + room, macs, depth))
+        best = objective.score(objective.Summary(acc.weights + acc.channels + added, macs, depth))
         return -round(best, 9) > worst[0]
 
     def cannot_win(self, acc: _Acc, w: int, h: int, c: int, f: int, n: int, first: bool) -> bool:
@@ -481,10 +496,11 @@ class _Search:
             )
         return fitted
 
-    def last_stage(self, acc, w, h, c, lo, hi, n, stem, filters, blocks, first) -> None:
+    def last_stage(self, acc, w, h, c, lo, hi, n, stem, filters, blocks, first) -> bool:
         """The last stage with n blocks: every width in [lo, hi] (multiples of the channel
         multiple) is monotone in every budget, so bisect for the widest (the smallest when
-        ranking by a size) that fits; the objective is non-decreasing in the width."""
+        ranking by a size) that fits; the objective is non-decreasing in the width. True when
+        even the widest cannot win (then no fewer blocks can either)."""
         m = self.limits.channel_multiple
         widths = list(range(lo, hi + 1, m))
 
@@ -499,12 +515,12 @@ class _Search:
         if self.rank != "score":
             for f in widths[:1]:
                 attempt(f, True)
-            return
+            return False
         left, right = 0, len(widths) - 1
         if self.cannot_win(acc, w, h, c, widths[-1], n, first):
-            return
+            return True
         if not attempt(widths[0], False):
-            return
+            return False
         while left < right:  # invariant: widths[left] fits
             mid = (left + right + 1) // 2
             if attempt(widths[mid], False):
@@ -512,6 +528,7 @@ class _Search:
             else:
                 right = mid - 1
         attempt(widths[left], True)
+        return False
 
     def stages(self, acc, w, h, c, stem, filters, blocks, depth_rule: int) -> None:
         """Expand a prefix that ends at a stage of width c (map w x h): end the network with
@@ -529,12 +546,15 @@ class _Search:
         if not can_down or len(filters) >= MAX_STAGES:
             return
         stages_left = min(MAX_STAGES - len(filters), math.ceil(math.log2(max(w, h))) - 1)
-        if self.hopeless(acc, w, h, c, stages_left):
+        if self.hopeless(acc, w, h, c, stages_left, depth_rule):
             self.pruned_bound += 1
             return
         # the likely best first (deep, wide), so that the bound has a strong incumbent early
+        # most blocks first: fewer blocks have fewer parameters, MACs and depth at every width,
+        # so once the widest last stage of n blocks cannot win, none of fewer blocks can
         for n in reversed(LAST_STAGE_BLOCKS):
-            self.last_stage(acc, w, h, c, c, 2 * c, n, stem, filters, blocks, False)
+            if self.last_stage(acc, w, h, c, c, 2 * c, n, stem, filters, blocks, False):
+                break
         for grow in (2, 1):
             f = c * grow
             for n in (depth_rule,):
@@ -576,7 +596,8 @@ class _Search:
                         # when it is the last stage), its blocks follow
                         if down == modes[0]:  # a one-stage network does not downsample
                             for n in reversed(LAST_STAGE_BLOCKS):
-                                self.last_stage(acc, w, h, c0, c0, c0, n, stem, (), (), True)
+                                if self.last_stage(acc, w, h, c0, c0, c0, n, stem, (), (), True):
+                                    break
                         for n in reversed(BLOCKS_PER_STAGE):
                             s_acc, w2, h2 = self.stage(acc, w, h, c0, c0, n, True)
                             if not self.within(s_acc):
