@@ -25,7 +25,7 @@ from edgeconv.core.errors import InputError
 from edgeconv.device import cortex_m
 from edgeconv.firmware import app, carray, library
 from edgeconv.firmware import project as project_mod
-from edgeconv.plan.arena import predict_arena_bytes, tflite_graph
+from edgeconv.plan.arena import predict_arena_bytes, predict_head_bytes, predict_tail_bytes, tflite_graph
 from edgeconv.plan.targets import load_target
 from edgeconv.quant.golden import run_int8
 
@@ -145,7 +145,9 @@ def _check_arena(run: cortex_m.FirmwareRun, analysis, compiled: int) -> None:
         run.arena_used_bytes,
         predicted,
     )
-    assert predicted < predict_arena_bytes(analysis)  # tighter than the x86-64 figure
+    # the 32-bit tail is smaller than the x86-64 one (the whole arena need not be: CMSIS-NN's
+    # im2col scratch joins the head, 1,152 B more than the host's on today's GAP picks)
+    assert predict_tail_bytes(analysis, word_bytes=4, kernels="cmsis_nn") < predict_tail_bytes(analysis)
     assert run.arena_bytes == compiled == predicted + project_mod.ARENA_MARGIN_BYTES
 
 
@@ -218,8 +220,7 @@ def test_recipe_on_mcu_m4_matches_the_tflm_golden_at_every_layer(ds_cnn, lib):
 def plan16(tmp_path_factory):
     """A planner output, pinned: the 16KB mcu pick of the objective the 32-bit arena fit was
     measured on (log2 params + 0.5 log2 depth). The most-parameters pick (before the depth
-    floor) was k3s2-conv-32x1-gap, whose arena the 32-bit model predicts 188 B over the measured one
-    (19,312 vs 19,124 B, beyond ARENA_TOLERANCE: its MEAN scratch; open)."""
+    floor), k3s2-conv-32x1-gap, is checked by the GAP test below."""
     from edgeconv.core.ir import InputSpec
     from edgeconv.plan.planner import Candidate, candidate_model
 
@@ -245,6 +246,32 @@ def test_planner_output_on_cortex_m4_matches_the_tflm_golden(plan16, lib):
     ops = [op for op, *_ in tflite_graph(plan16.analysis).ops]
     assert [op for op, _ in run.layer_instructions] == ops and ops.count("CONV_2D") >= 5
     _check_layers_add_up(run)
+
+
+def test_todays_gap_pick_on_cortex_m4_within_the_32bit_arena_prediction(lib, tmp_path):
+    """The planner's 16 KB mcu pick as it is today (plain convs ending in a global average
+    pool, TFLM MEAN: k3s2-conv-32x1-gap at the time of writing): the 32-bit prediction was
+    188 B over on it (MEAN's OpData and 19 B of builtin options per op whatever the op);
+    now within ARENA_TOLERANCE, and the outputs 0 LSB vs the golden."""
+    from edgeconv.backends import get_backend, require
+    from edgeconv.quant.quantize import quantize_input
+
+    folder = tmp_path / "build"
+    run_build(BuildRequest(budget=16_000, target=load_target("mcu"), out=str(folder), calib_samples=8))
+    pick = load_build(folder)
+    ops = [op for op, *_ in tflite_graph(pick.analysis).ops]
+    assert "MEAN" in ops and ops.count("CONV_2D") >= 2, ops  # a GAP head: what this test is about
+    backend = require(get_backend(load_target("mcu-m4")))
+    spec = pick.analysis.model.input
+    x = np.random.default_rng(3).standard_normal((2, spec.height, spec.width, spec.channels)).astype(np.float32)
+    x_q = quantize_input(x, pick.qparams.activations["input"])
+    want = run_int8(pick.analysis, pick.qparams, x_q, "tflm")[pick.analysis.model.output]
+    assert np.array_equal(backend.run(pick, x_q), want)
+    run = backend.last_run
+    _check_arena(run, pick.analysis, run.arena_bytes)
+    # why the part's arena is larger than the host's here: a 3x3 conv's im2col scratch is alive
+    # with its 8 KB input and output, so it cannot go in a gap of the head
+    assert predict_head_bytes(pick.analysis, kernels="cmsis_nn") > predict_head_bytes(pick.analysis)
 
 
 def test_validate_on_qemu_cortex_m4(ds_cnn, lib, tmp_path):

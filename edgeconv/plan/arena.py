@@ -286,6 +286,7 @@ class TailModel:
     per_op_bookkeeping: int  # builtin options and tables per operator
     per_scratch: int  # ScratchBufferHandle per scratch buffer
     margin: int
+    builtin: dict | None = None  # builtin options per op type (replaces per_op_bookkeeping)
 
 
 # the x86-64 host (fitted above; reference kernels)
@@ -296,39 +297,57 @@ TAIL_64 = TailModel(
 
 # A 32-bit part (Cortex-M). Measured on the emulated Cortex-M4 with CMSIS-NN and with reference
 # kernels (scripts/firmware_arena.py --kernels K: RecordingMicroInterpreter's sections,
-# arena_used_bytes() for the total) on the three recipes and planner outputs at 8..128 KB: TfLiteEvalTensor 12 B/tensor,
-# NodeAndRegistration 32 B/op, input + output TfLiteTensor 2 x 32 B + quantization 2 x 20 B
-# (sizeof on arm-none-eabi: the pointers halve), exactly; the kernels' OpData (least squares
-# on the persistent-buffer section after the per-channel arrays, residuals within +-2 B, each
-# rounded up to TFLM's 16-byte buffer alignment; FULLY_CONNECTED and SOFTMAX occur once in
-# every model, so only their sum, 189 B, is fitted); the rest (allocator, planner and subgraph
-# objects, builtin options) 200 B + 19 B per op + 4 B per scratch buffer (a ScratchBufferHandle),
-# residuals -37..+44 B, covered by the margin. Totals: +44..+108 B (CMSIS-NN), +44..+92 B
-# (reference) over the measured arena, never below.
+# arena_used_bytes() for the total): TfLiteEvalTensor 12 B/tensor, NodeAndRegistration 32 B/op,
+# input + output TfLiteTensor 2 x 32 B + quantization 2 x 20 B (sizeof on arm-none-eabi: the
+# pointers halve), exactly; the kernels' OpData (sizeof each kernel's OpData struct, rounded up
+# to TFLM's 16-byte buffer alignment; checked on the persistent-buffer section after the
+# per-channel arrays); the rest is each op's builtin options struct (BUILTIN_BYTES_32: parsed
+# into the tail, 4-byte aligned) + 4 B per scratch buffer (a ScratchBufferHandle) + 112 B of
+# allocator, planner and subgraph objects. An earlier fit took the builtin options as 19 B per
+# op whatever the op: on the GAP plans (2-4 convs, 28 B of TfLiteConvParams each, and a MEAN
+# whose TfLiteReducerParams is 1 B) it was 85-103 B over, and MEAN's OpData (OpDataReduce, 44 B)
+# was taken as 64 B: +188 B in all, now fixed.
 PER_OP_BYTES_32 = {
     "CONV_2D": 64,
     "DEPTHWISE_CONV_2D": 64,
     "FULLY_CONNECTED": 96,
     "MAX_POOL_2D": 48,
     "AVERAGE_POOL_2D": 48,
-    "MEAN": 64,
+    "MEAN": 48,  # sizeof(OpDataReduce) = 44 (reduce.h; CMSIS-NN has no MEAN of its own)
     "ADD": 64,
     "SOFTMAX": 96,
     "RESHAPE": 0,
     "PAD": 32,  # not in the measured set: an estimate
 }
 # TFLM's reference kernels on the same part (same sections, same fit): their OpData is smaller
-# for FC, softmax, pooling and MEAN; FC + softmax fitted together (134 B)
+# for FC, softmax and pooling
 PER_OP_BYTES_32_REFERENCE = PER_OP_BYTES_32 | {
     "FULLY_CONNECTED": 80,
     "SOFTMAX": 64,
     "MAX_POOL_2D": 48,
     "AVERAGE_POOL_2D": 32,
-    "MEAN": 48,
+}
+# sizeof the builtin options struct flatbuffer_conversions.cc allocates per op (32-bit, rounded
+# up to 4 B): TfLiteConvParams 28, TfLiteDepthwiseConvParams 28, TfLiteFullyConnectedParams 16,
+# TfLitePoolParams 40, TfLiteAddParams 8, TfLiteSoftmaxParams 4, TfLiteReshapeParams 36,
+# TfLiteReducerParams 1, TfLiteConcatenationParams 8; PAD / PADV2 allocate none
+BUILTIN_BYTES_32 = {
+    "CONV_2D": 28,
+    "DEPTHWISE_CONV_2D": 28,
+    "FULLY_CONNECTED": 16,
+    "MAX_POOL_2D": 40,
+    "AVERAGE_POOL_2D": 40,
+    "ADD": 8,
+    "SOFTMAX": 4,
+    "RESHAPE": 36,
+    "MEAN": 4,
+    "CONCATENATION": 8,
+    "PAD": 0,
+    "PADV2": 0,
 }
 TAIL_32 = {
-    "cmsis_nn": TailModel(12, 32, 104, PER_OP_BYTES_32, 200, 19, 4, 48),
-    "reference": TailModel(12, 32, 104, PER_OP_BYTES_32_REFERENCE, 200, 19, 4, 48),
+    "cmsis_nn": TailModel(12, 32, 104, PER_OP_BYTES_32, 112, 0, 4, 48, BUILTIN_BYTES_32),
+    "reference": TailModel(12, 32, 104, PER_OP_BYTES_32_REFERENCE, 112, 0, 4, 48, BUILTIN_BYTES_32),
 }
 
 
@@ -347,8 +366,10 @@ def predict_tail_bytes(analysis: Analysis, word_bytes: int = 8, kernels: str = "
     n_tensors = len(g.activations) + g.n_constants
     op_data = sum(t.per_op[op] + 2 * _align(PER_CHANNEL_BYTES * ch) for op, _, _, ch in g.ops)
     n_scratch = len(scratch_buffers(analysis, kernels)) if word_bytes == 4 else 0
+    builtin = sum(t.builtin[op] for op, *_ in g.ops) if t.builtin is not None else 0
     return (
-        t.eval_tensor * n_tensors
+        builtin
+        + t.eval_tensor * n_tensors
         + t.node * len(g.ops)
         + t.io_tensors
         + op_data
