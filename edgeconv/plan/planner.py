@@ -20,9 +20,10 @@ Search space (the MLPerf Tiny reference designs' building blocks):
 Search: depth-first branch and bound over stages. Model bytes, MACs and peak RAM only grow as
 stages are added, so a prefix over a budget is cut with everything below it; the last stage's
 width is found by bisection (every budget is monotone in it); a prefix whose optimistic score
-(objective.score of the most parameters, MACs and depth the remaining budget could buy) cannot
-beat the kept candidates is cut too, and so is a last stage whose widest width (budgets
-ignored) cannot. Each stage's and head's totals are costed once per search (they do not depend on
+(objective.score of the most parameters, MACs and depth the remaining budget could buy, and
+no more parameters than widths growing 2x per stage can hold) cannot beat the kept candidates
+is cut too, and so is a last stage whose widest width (budgets ignored) cannot, with every
+last stage of fewer blocks. Each stage's and head's totals are costed once per search (they do not depend on
 the prefix) and a losing network is not built. Objective: edgeconv/plan/objective.py. The result
 is exact over the space and deterministic (ties: fewer MACs, fewer parameters, then plan name).
 """
