@@ -19,6 +19,7 @@ Spearman's rank correlation of accuracy with each proxy:
 
     nice -n 10 python scripts/bench_objective.py [--groups 32x32x3@64KB,49x10x1@64KB]
         [--ranks 0,20,60,150] [--seeds 0,1] [--epochs 12] [--json OUT.json]
+        [--reuse PREVIOUS.json] [--macs-term A (the picks ranked by score + A*log2(MACs))]
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_planner_accuracy import digits_split, spearman
-from planner_vs_reference import resized
+from planner_vs_reference import resized, with_macs_term
 
 CLASSES = 10
 RAM = 256_000
@@ -76,6 +77,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--reuse", help="a previous --json output whose accuracies are taken, not retrained")
+    ap.add_argument("--macs-term", type=float, default=0.0, help="try score + A*log2(MACs) (objective.py unchanged)")
     args = ap.parse_args()
 
     import torch
@@ -89,6 +91,7 @@ def main() -> None:
     from edgeconv.train.loop import TrainConfig, evaluate, train
 
     torch.set_num_threads(1)
+    with_macs_term(args.macs_term)
     start = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
     ranks = [int(r) for r in args.ranks.split(",")]

@@ -16,18 +16,20 @@ reference) and int8 (post-training quantization calibrated on 256 training image
 golden: bit-exact to what the mcu target runs).
 
     nice -n 10 python scripts/planner_vs_reference.py [--models ds_cnn,resnet8,mobilenet_v1_025]
-        [--seeds 0,1,2] [--epochs 10] [--json OUT.json] [--reuse PREVIOUS.json]
+        [--seeds 0,1,2] [--epochs 10] [--json OUT.json] [--reuse PREVIOUS.json] [--macs-term A]
 
 --reuse takes the runs of a previous --json output for the same model (its name spells the
 whole plan), epochs and seed instead of training again: training is deterministic for the same
 data, seed and one thread (edgeconv.train.loop), so e.g. a changed objective retrains only the
-new picks.
+new picks. --macs-term A ranks by objective.score + A*log2(MACs) instead (an experiment; the
+README's objective paragraph has its results).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -116,6 +118,18 @@ def train_and_score(analysis, data, seed: int, epochs: int) -> dict:
     return {"seed": seed, "float": float_acc, "int8": int8_acc, "train_s": round(seconds, 1)}
 
 
+def with_macs_term(a: float) -> None:
+    """Rank by objective.score + a*log2(MACs) in this process (still non-decreasing in MACs, so
+    the branch and bound stays exact): how a MACs term would move the picks, without editing
+    objective.py."""
+    from edgeconv.plan import objective
+
+    if a:
+        base = objective.score
+        objective.score = lambda s: base(s) + a * math.log2(max(s.macs, 1))
+        objective.OBJECTIVE += f"; experiment: score + {a}*log2(MACs)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="ds_cnn,resnet8,mobilenet_v1_025")
@@ -123,6 +137,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--reuse", help="a previous --json output whose runs are taken, not retrained")
+    ap.add_argument("--macs-term", type=float, default=0.0, help="try score + A*log2(MACs) (objective.py unchanged)")
     args = ap.parse_args()
 
     import torch
@@ -134,6 +149,7 @@ def main() -> None:
     from edgeconv.plan.targets import load_target
 
     torch.set_num_threads(1)
+    with_macs_term(args.macs_term)
     start = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
     digits = digits_split()
