@@ -407,10 +407,10 @@ def test_second_job_waits_for_the_held_place(lab, bundle, tmp_path):
 def test_sshd_stopped_mid_run_and_a_hanging_device(lab, bundle):
     a, b = lab["boards"]["board-a"], lab["boards"]["board-b"]
     a.linger(4.0)  # board-a's sshd is stopped while its runner lingers
-    b.linger(60.0)  # board-b hangs: cut off at its 4 s run timeout
+    b.linger(60.0)  # board-b hangs: cut off at its 2 s run timeout
     devices = [
         _device(lab, "labgrid://board-a", "board-a", timeout=60),
-        _device(lab, "labgrid://board-b", "board-b", timeout=4),
+        _device(lab, "labgrid://board-b", "board-b", timeout=2),
         _device(lab, "local", timeout=60),
     ]
     stopper = threading.Thread(target=lambda: (_wait_for("board-a's runner", a.started, 30), a.stop()))
@@ -426,7 +426,7 @@ def test_sshd_stopped_mid_run_and_a_hanging_device(lab, bundle):
     assert rl.status == PASS, report.to_text()
     assert ra.status == INFRA and len(ra.attempts) == 2, report.to_text()
     assert "ssh failed" in ra.attempts[0].message and "board-a" in ra.attempts[0].message
-    assert rb.status == INFRA and all("did not finish within 4 s" in x.message for x in rb.attempts)
+    assert rb.status == INFRA and all("did not finish within 2 s" in x.message for x in rb.attempts)
     assert report.exit_code == 75
     assert ET.fromstring(report.to_junit()).find("testsuite/testcase/error").get("type") == "InfrastructureFailure"
     assert _acquired(lab, "board-a") is None and _acquired(lab, "board-b") is None
