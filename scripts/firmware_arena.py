@@ -10,7 +10,8 @@ TFLM's RecordingMicroInterpreter, which prints the head, the tail and the tail's
 buffers, NodeAndRegistration structs; its own recording objects make its total larger, so the
 sections are read from it and the total from the first). `--host` adds the x86-64 host's
 figures (TFLM's Python interpreter, print_allocations). Models: the three recipes, planner
-outputs at 8, 16, 32, 64 and 128 KB, the published MLPerf int8 ResNet-8.
+outputs at 8, 16, 32, 64 and 128 KB (named), the GAP plan k3s2-conv-32x1-gap (pinned), the
+published MLPerf int8 ResNet-8.
 Needs the cached TFLM library (scripts/build_tflm.sh --cpu cortex-m4 --kernels KERNELS).
 """
 
@@ -41,8 +42,17 @@ def models(tmp: Path):
         yield recipe, tmp / recipe
     for kb in (8, 16, 32, 64, 128):
         out = tmp / f"plan{kb}"
-        run_build(BuildRequest(budget=kb * 1000, target=load_target("mcu"), out=str(out), calib_samples=8))
-        yield f"plan {kb}KB", out
+        result = run_build(BuildRequest(budget=kb * 1000, target=load_target("mcu"), out=str(out), calib_samples=8))
+        yield f"plan {kb}KB ({result.plan.candidate.name})", out
+    # a GAP plan (TFLM MEAN), pinned: the 16 KB pick before the planner's depth floor
+    from edgeconv.core.ir import InputSpec
+    from edgeconv.plan.planner import Candidate, candidate_model
+
+    gap = Candidate((3, 3), (2, 2), "conv", "stride", (32,), (1,), "gap", 0, 0, 0, 0, 0, 0.0)
+    out = tmp / "gap"
+    model = candidate_model(gap, InputSpec(32, 32, 3), 10)
+    run_build(BuildRequest(budget=16_000, target=load_target("mcu"), model=model, out=str(out), calib_samples=8))
+    yield f"{gap.name} (pinned)", out
     yield "MLPerf ResNet-8", MLPERF
 
 

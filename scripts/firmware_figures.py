@@ -46,8 +46,10 @@ def _models(tmp: Path, names: list[str]):
         elif name.startswith("plan"):
             kb = int(name[4:])
             out = tmp / name
-            run_build(BuildRequest(budget=kb * 1000, target=load_target("mcu"), out=str(out), calib_samples=16))
-            yield f"plan {kb}KB", out
+            result = run_build(
+                BuildRequest(budget=kb * 1000, target=load_target("mcu"), out=str(out), calib_samples=16)
+            )
+            yield f"plan {kb}KB ({result.plan.candidate.name})", out
         else:
             run_build(BuildRequest(recipe=name, out=str(tmp / name), calib_samples=16))
             yield name, tmp / name
