@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_planner_accuracy import digits_split, spearman
-from planner_vs_reference import resized, with_macs_term
+from planner_vs_reference import add_training_options, resized, with_macs_term
 
 CLASSES = 10
 RAM = 256_000
@@ -73,11 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--groups", default="32x32x3@64KB,49x10x1@64KB")
     ap.add_argument("--ranks", default="0,20,60,150", help="0-based ranks kept per block type")
-    ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--json", help="also write the rows here")
-    ap.add_argument("--reuse", help="a previous --json output whose accuracies are taken, not retrained")
-    ap.add_argument("--macs-term", type=float, default=0.0, help="try score + A*log2(MACs) (objective.py unchanged)")
+    add_training_options(ap, "0,1")
     args = ap.parse_args()
 
     import torch

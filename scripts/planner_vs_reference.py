@@ -130,14 +130,19 @@ def with_macs_term(a: float) -> None:
         objective.OBJECTIVE += f"; experiment: score + {a}*log2(MACs)"
 
 
+def add_training_options(ap: argparse.ArgumentParser, seeds: str) -> None:
+    """The options this script and bench_objective.py share: seeds, epochs, output, reuse, MACs term."""
+    ap.add_argument("--seeds", default=seeds)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--reuse", help="a previous --json output whose results are taken, not retrained")
+    ap.add_argument("--macs-term", type=float, default=0.0, help="try score + A*log2(MACs) (objective.py unchanged)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="ds_cnn,resnet8,mobilenet_v1_025")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--json", help="also write the rows here")
-    ap.add_argument("--reuse", help="a previous --json output whose runs are taken, not retrained")
-    ap.add_argument("--macs-term", type=float, default=0.0, help="try score + A*log2(MACs) (objective.py unchanged)")
+    add_training_options(ap, "0,1,2")
     args = ap.parse_args()
 
     import torch
