@@ -321,11 +321,10 @@ PER_OP_BYTES_32 = {
     "PAD": 32,  # not in the measured set: an estimate
 }
 # TFLM's reference kernels on the same part (same sections, same fit): their OpData is smaller
-# for FC, softmax and pooling
+# for FC, softmax and average pooling
 PER_OP_BYTES_32_REFERENCE = PER_OP_BYTES_32 | {
     "FULLY_CONNECTED": 80,
     "SOFTMAX": 64,
-    "MAX_POOL_2D": 48,
     "AVERAGE_POOL_2D": 32,
 }
 # sizeof the builtin options struct flatbuffer_conversions.cc allocates per op (32-bit, rounded

@@ -111,4 +111,5 @@ def overlay_files(build, parity: dict) -> tuple[dict[str, bytes], list[str]]:
         name: (doc.to_json_string(indent=2) + "\n").encode("utf-8")
         for name, doc in overlays(parity, names, graph_id, keys).items()
     }
-    return files, [layer for layer in layers if names[layer] not in set(keys)]
+    known = set(keys)
+    return files, [layer for layer in layers if names[layer] not in known]
