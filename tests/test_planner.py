@@ -9,12 +9,26 @@ from edgeconv.core.ir import InputSpec
 from edgeconv.plan import objective
 from edgeconv.plan.arena import predict_arena_bytes
 from edgeconv.plan.memory import estimate
-from edgeconv.plan.planner import BLOCKS, Budgets, Candidate, TargetLimits, candidate_model, plan, search
+from edgeconv.plan.planner import (
+    BLOCKS,
+    Budgets,
+    Candidate,
+    TargetLimits,
+    _stems,
+    candidate_model,
+    plan,
+    search,
+)
 from edgeconv.plan.targets import load_target, parse_profile
 
 INPUT = InputSpec(32, 32, 3)
 KWS = InputSpec(49, 10, 1)
 BUDGETS = [32_000, 64_000, 256_000, 1_000_000]
+
+
+# the MLPerf Tiny DS-CNN's own int8 bytes, TFLM arena and MACs with a 10-class head
+# (scripts/planner_vs_reference.py): the budget where the planner trailed the hand design
+DS_CNN_BUDGETS = Budgets(42_720, 24_304, 2_656_640)
 
 
 def _check_totals(c: Candidate, spec: InputSpec, classes: int) -> None:
@@ -182,3 +196,47 @@ def test_bad_arguments_are_usage_errors():
         plan(INPUT, 0, Budgets(64_000))
     with pytest.raises(UsageError):
         plan(INPUT, 10, Budgets(64_000), top=-1)
+
+
+def test_one_stage_networks_are_costed_like_the_built_model():
+    # DS-CNN's shape: a stride-2 stem on both axes (49x10 -> 25x5) and one stage of blocks there;
+    # stem and stage share one width, up to twice the widest stem
+    one = [
+        c
+        for block in BLOCKS
+        for c in search(KWS, 10, DS_CNN_BUDGETS, keep=100_000, blocks=(block,), bound=False)[0]
+        if len(c.stage_filters) == 1
+    ]
+    assert {c.block for c in one} == set(BLOCKS)
+    # under the liveness peak its widest is 64 (the TFLM arena then allows 56: 99.07% trained, README)
+    assert "k7x3s2x2-ds-64x4-gap" in {c.name for c in one}
+    assert any(c.stage_filters[0] not in (8, 16, 32, 64) for c in one)
+    for c in one[:40]:
+        _check_totals(c, KWS, 10)
+
+
+def test_stride_two_stem_on_a_ten_pixel_axis():
+    assert (7, 3, 2, 2) in _stems(KWS, TargetLimits())  # DS-CNN halves its 10 MFCC features
+    assert all(sh == 1 for _, _, _, sh in _stems(InputSpec(49, 8, 1), TargetLimits()))
+    assert _stems(InputSpec(8, 8, 1), TargetLimits()) == [(3, 3, 1, 1)]
+
+
+def test_search_equals_the_exhaustive_search_at_the_ds_cnn_budget():
+    # one-stage networks and a binding MAC limit: still exact
+    fast, stats = search(KWS, 10, DS_CNN_BUDGETS, keep=5)
+    slow, _ = search(KWS, 10, DS_CNN_BUDGETS, keep=5, bound=False)
+    assert fast == slow and stats.pruned_bound > 0
+
+
+def test_a_ram_model_that_rejects_the_best_finds_the_best_that_passes():
+    # a runtime RAM model 8.5 KB above the liveness peak: the pick is the best of the exhaustive
+    # list that passes it (the re-search lowers the liveness budget below the leanest rejected)
+    def ram_model(a):
+        return estimate(a).peak_ram_bytes + 8_500
+
+    budgets = Budgets(42_720, 12_000)
+    got = plan(KWS, 10, budgets, ram_model=ram_model).candidate
+    every, _ = search(KWS, 10, budgets, keep=10_000, bound=False)
+    passing = [c for c in every if c.peak_ram + 8_500 <= budgets.ram_bytes]
+    assert got.name == passing[0].name and got.peak_ram == passing[0].peak_ram + 8_500
+    assert every[0].name != got.name  # the liveness-only best was rejected

@@ -66,9 +66,13 @@ LAST_STAGE_BLOCKS = (1, 2, 3, 4)
 MAX_STAGES = 8
 DEFAULT_CHANNEL_MULTIPLE = 8
 MAX_FLATTEN_PIXELS = 16  # flatten head only on maps of at most 4x4
+# a stride-2 stem on an axis of 10+ pixels: DS-CNN halves its 10 MFCC features in the stem
+# (49x10 -> 25x5), and its 4 blocks at 25x5 are what the keyword-spotting budget buys best
+MIN_STEM_STRIDE_AXIS = 10
 # the search visits at most this many stage prefixes (a 32x32x3 input under 1 MB visits ~10^3);
 # a huge input or budget would otherwise search for long: beyond it, a one-line error
 MAX_SEARCH_NODES = 300_000
+MAX_RAM_RETRIES = 12  # searches with a lowered liveness budget when a runtime's RAM model rejects all kept
 
 
 @dataclass(frozen=True)
@@ -296,10 +300,11 @@ def _stems(spec: InputSpec, limits: TargetLimits) -> list[tuple[int, int, int, i
         if n == 1:
             return [(1, 1)]
         options = [(3, 1)]
+        if n >= MIN_STEM_STRIDE_AXIS:
+            options.append((3, 2))
         if n >= 16:
-            long = min(7, max(3, (n // 7) | 1))
-            options += sorted({(3, 2), (long, 2)})
-        return options
+            options.append((min(7, max(3, (n // 7) | 1)), 2))
+        return sorted(set(options))
 
     wide, tall = axis(spec.width), axis(spec.height)
     if max(spec.width, spec.height) < 2 * min(spec.width, spec.height):
@@ -531,6 +536,36 @@ class _Search:
         attempt(widths[left], True)
         return False
 
+    def one_stage(self, stem: tuple[int, int, int, int], n: int) -> None:
+        """The one-stage network of n blocks at the stem's resolution (DS-CNN's shape: one stage
+        at 25x5): stem and stage share one width, any multiple up to twice the widest stem;
+        every budget grows with it, so bisect for the widest that fits (the smallest when
+        ranking by a size)."""
+        m, spec = self.limits.channel_multiple, self.spec
+        kw, kh, sw, sh = stem
+
+        def network(f: int) -> tuple[_Acc, int, int]:
+            acc, w, h = _conv(_Acc(), spec.width, spec.height, spec.channels, f, kw, kh, sw, sh)
+            return self.stage(acc, w, h, f, f, n, True)
+
+        def fits(f: int) -> bool:
+            acc, w, h = network(f)
+            return self.within(acc) and any(self.costed(acc, w, h, f, head) is not None for head in self.heads)
+
+        widths = [m * k for k in range(1, 2 * max(STEM_WIDTHS) + 1)]
+        if not fits(widths[0]):
+            return
+        left, right = 0, 0 if self.rank != "score" else len(widths) - 1
+        while left < right:  # invariant: widths[left] fits
+            mid = (left + right + 1) // 2
+            if fits(widths[mid]):
+                left = mid
+            else:
+                right = mid - 1
+        f = widths[left]
+        acc, w, h = network(f)
+        self.finish(acc, w, h, f, stem, (f,), (n,))
+
     def stages(self, acc, w, h, c, stem, filters, blocks, depth_rule: int) -> None:
         """Expand a prefix that ends at a stage of width c (map w x h): end the network with
         one more stage, or add a full stage and recurse."""
@@ -587,18 +622,16 @@ class _Search:
                 self.stage_memo.clear()
                 for kw, kh, sw, sh in _stems(spec, self.limits):
                     stem = (kw, kh, sw, sh)
+                    if down == modes[0]:  # a one-stage network does not downsample
+                        for n in reversed(LAST_STAGE_BLOCKS):
+                            self.one_stage(stem, n)
                     for mult in STEM_WIDTHS:
                         c0 = mult * m
                         acc, w, h = _conv(_Acc(), spec.width, spec.height, spec.channels, c0, kw, kh, sw, sh)
                         if not self.within(acc):
                             self.pruned_budget += 1
                             continue
-                        # stage 1 at the stem's resolution: its width is the stem's (x1 or x2
-                        # when it is the last stage), its blocks follow
-                        if down == modes[0]:  # a one-stage network does not downsample
-                            for n in reversed(LAST_STAGE_BLOCKS):
-                                if self.last_stage(acc, w, h, c0, c0, c0, n, stem, (), (), True):
-                                    break
+                        # stage 1 at the stem's resolution: its width is the stem's, its blocks follow
                         for n in reversed(BLOCKS_PER_STAGE):
                             s_acc, w2, h2 = self.stage(acc, w, h, c0, c0, n, True)
                             if not self.within(s_acc):
@@ -749,52 +782,74 @@ def plan(
     """The best plan under the budgets.
 
     `ram_model` replaces the liveness peak with a runtime's own RAM model (the TFLM arena for
-    the mcu target). The liveness peak is a lower bound of any such model, so the search prunes
-    with it and the kept candidates are then checked with `ram_model` in order; when none
-    passes, the search runs again with the RAM budget lowered by the smallest excess seen.
+    the mcu target), as _feasible explains.
     """
     if classes < 1:
         raise UsageError(f"--classes: expected at least 1 class, got {classes}")
     if top < 0:
         raise UsageError(f"--top: expected N >= 0, got {top}")
-    checked = ram_model is not None and budgets.ram_bytes is not None
-    keep = top + 8 if checked else top + 1
-    search_budgets = budgets
-    total = (0, 0, 0, 0)
-    chosen: list[Candidate] = []
-    for _attempt in range(6):
-        found, stats = search(input_spec, classes, search_budgets, limits, keep=keep)
-        total = tuple(a + b for a, b in zip(total, _astuple(stats)))  # type: ignore[assignment]
-        if not found:
-            if search_budgets is budgets:
-                raise InfeasibleError(_infeasible_message(input_spec, classes, budgets, limits))
-            break
-        if not checked:
-            chosen = found
-            break
-        assert ram_model is not None and budgets.ram_bytes is not None and search_budgets.ram_bytes is not None
-        excess = []
-        for c in found:
-            ram = ram_model(analyze(candidate_model(c, input_spec, classes)))
-            if ram <= budgets.ram_bytes:
-                chosen.append(replace(c, peak_ram=ram))
-            else:
-                excess.append(ram - c.peak_ram)
-        if chosen:
-            break
-        search_budgets = replace(search_budgets, ram_bytes=search_budgets.ram_bytes - min(excess))
-    if not chosen:
+    found, total, searched_any = _feasible(input_spec, classes, budgets, limits, top + 1, ram_model)
+    if not found:
+        if not searched_any:
+            raise InfeasibleError(_infeasible_message(input_spec, classes, budgets, limits))
         raise InfeasibleError(
             f"no plan fits peak RAM <= {format_size(budgets.ram_bytes or 0)} with the target's "
             f"RAM model (the leanest candidate needs more); raise --ram"
         )
-    feasible = chosen
-    best = feasible[0]
-    model = candidate_model(best, input_spec, classes)
+    return plan_of(found[0], input_spec, classes, budgets, ram_model, tuple(found[1 : 1 + top]), SearchStats(*total))
+
+
+def plan_of(
+    candidate: Candidate,
+    input_spec: InputSpec,
+    classes: int,
+    budgets: Budgets,
+    ram_model: Callable[[Analysis], int] | None = None,
+    runners_up: tuple[Candidate, ...] = (),
+    stats: SearchStats = SearchStats(),
+) -> Plan:
+    """The Plan of one candidate."""
+    model = candidate_model(candidate, input_spec, classes)
     analysis = analyze(model)
-    return Plan(
-        model, analysis, estimate(analysis, ram_model), best, budgets, tuple(feasible[1 : 1 + top]), SearchStats(*total)
-    )
+    return Plan(model, analysis, estimate(analysis, ram_model), candidate, budgets, runners_up, stats)
+
+
+def _feasible(
+    input_spec: InputSpec,
+    classes: int,
+    budgets: Budgets,
+    limits: TargetLimits,
+    want: int,
+    ram_model: Callable[[Analysis], int] | None,
+) -> tuple[list[Candidate], tuple[int, int, int, int], bool]:
+    """Up to `want` best candidates that also pass `ram_model` (when given with a RAM budget),
+    the summed search statistics, and whether the first search found anything at all.
+
+    The liveness peak is a lower bound of any runtime RAM model, so the search prunes with it and
+    the kept candidates are then checked with `ram_model` in order; when none passes, the search
+    runs again with a RAM budget just below the leanest of them (so a narrower width of the same
+    network is found next)."""
+    checked = ram_model is not None and budgets.ram_bytes is not None
+    keep = want + 7 if checked else want
+    search_budgets = budgets
+    total = (0, 0, 0, 0)
+    chosen: list[Candidate] = []
+    for _attempt in range(MAX_RAM_RETRIES):
+        found, stats = search(input_spec, classes, search_budgets, limits, keep=keep)
+        total = tuple(a + b for a, b in zip(total, _astuple(stats)))  # type: ignore[assignment]
+        if not found:
+            return chosen, total, search_budgets is not budgets
+        if not checked:
+            return found, total, True
+        assert ram_model is not None and budgets.ram_bytes is not None and search_budgets.ram_bytes is not None
+        for c in found:
+            ram = ram_model(analyze(candidate_model(c, input_spec, classes)))
+            if ram <= budgets.ram_bytes:
+                chosen.append(replace(c, peak_ram=ram))
+        if chosen:
+            return chosen, total, True
+        search_budgets = replace(search_budgets, ram_bytes=min(c.peak_ram for c in found) - 1)
+    return chosen, total, True
 
 
 def _astuple(s: SearchStats) -> tuple[int, int, int, int]:
