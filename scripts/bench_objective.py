@@ -19,7 +19,8 @@ Spearman's rank correlation of accuracy with each proxy:
 
     nice -n 10 python scripts/bench_objective.py [--groups 32x32x3@64KB,49x10x1@64KB]
         [--ranks 0,20,60,150] [--seeds 0,1] [--epochs 12] [--json OUT.json]
-        [--reuse PREVIOUS.json] [--macs-term A (the picks ranked by score + A*log2(MACs))]
+        [--reuse PREVIOUS.json] [--macs-term A [--macs-cap M] [--coverage C]] (the picks ranked by
+        an experimental objective: planner_vs_reference.with_macs_term)
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def naswot(analysis, x: np.ndarray, seed: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--groups", default="32x32x3@64KB,49x10x1@64KB")
-    ap.add_argument("--ranks", default="0,20,60,150", help="0-based ranks kept per block type")
+    ap.add_argument("--ranks", default="0,20,60,150", help="0-based ranks kept per block type, or none (picks only)")
     add_training_options(ap, "0,1")
     args = ap.parse_args()
 
@@ -87,10 +88,10 @@ def main() -> None:
     from edgeconv.train.loop import TrainConfig, evaluate, train
 
     torch.set_num_threads(1)
-    with_macs_term(args.macs_term)
+    with_macs_term(args.macs_term, args.macs_cap, args.coverage)
     start = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
-    ranks = [int(r) for r in args.ranks.split(",")]
+    ranks = [] if args.ranks == "none" else [int(r) for r in args.ranks.split(",")]  # none: the picks only
     digits = digits_split()
     rows: list[dict] = []
     picks: list[dict] = []
@@ -165,6 +166,8 @@ def main() -> None:
     summary = {}
     for group in args.groups.split(","):
         g = [r for r in rows if r["group"] == group]
+        if not g:  # --ranks none
+            continue
         acc = [r["mean"] for r in g]
         best = max(g, key=lambda r: r["mean"])
         summary[group] = {
@@ -194,8 +197,9 @@ def main() -> None:
     for group, s in summary.items():
         cells = " | ".join(f"{s['spearman'][p]:+.2f}" for p in proxies)
         print(f"| {group} | {s['n']} | {cells} |")
-    means = {p: float(np.mean([s["spearman"][p] for s in summary.values()])) for p in proxies}
-    print("| mean | | " + " | ".join(f"{means[p]:+.2f}" for p in proxies) + " |")
+    if summary:
+        means = {p: float(np.mean([s["spearman"][p] for s in summary.values()])) for p in proxies}
+        print("| mean | | " + " | ".join(f"{means[p]:+.2f}" for p in proxies) + " |")
     for group, s in summary.items():
         print(f"{group}: most accurate {s['best']}; highest score {s['score_pick']}")
     print()
@@ -203,10 +207,11 @@ def main() -> None:
     print("| group | pick | params | MACs | depth | pick acc mean | best of the sample | its acc |")
     print("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |")
     for p in picks:
-        best = max((r for r in rows if r["group"] == p["group"]), key=lambda r: r["mean"])
+        best = max((r for r in rows if r["group"] == p["group"]), key=lambda r: r["mean"], default=None)
         print(
             f"| {p['group']} | `{p['plan']}` | {p['params']:,} | {p['macs']:,} | {p['depth']} | "
-            f"{100 * p['mean']:.2f}% | `{best['plan']}` | {100 * best['mean']:.2f}% |"
+            f"{100 * p['mean']:.2f}% | "
+            + (f"`{best['plan']}` | {100 * best['mean']:.2f}% |" if best else "(no sample) | |")
         )
     print(f"wall time {wall:.0f} s ({math.ceil(wall / 60)} min)")
 

@@ -16,13 +16,16 @@ reference) and int8 (post-training quantization calibrated on 256 training image
 golden: bit-exact to what the mcu target runs).
 
     nice -n 10 python scripts/planner_vs_reference.py [--models ds_cnn,resnet8,mobilenet_v1_025]
-        [--seeds 0,1,2] [--epochs 10] [--json OUT.json] [--reuse PREVIOUS.json] [--macs-term A]
+        [--seeds 0,1,2] [--epochs 10] [--json OUT.json] [--reuse PREVIOUS.json]
+        [--macs-term A [--macs-cap M] [--coverage C]]
 
 --reuse takes the runs of a previous --json output for the same model (its name spells the
 whole plan), epochs and seed instead of training again: training is deterministic for the same
 data, seed and one thread (edgeconv.train.loop), so e.g. a changed objective retrains only the
-new picks. --macs-term A ranks by objective.score + A*log2(MACs) instead (an experiment; the
-README's objective paragraph has its results).
+new picks. --macs-term A ranks by objective.score + A*log2(MACs) instead, --macs-cap M counts
+MACs above M as M and --coverage C also asks the depth floor's networks to have a global average
+pool that sees >= C of each input axis (experiments; the README's objective paragraphs have
+their results).
 """
 
 from __future__ import annotations
@@ -118,16 +121,25 @@ def train_and_score(analysis, data, seed: int, epochs: int) -> dict:
     return {"seed": seed, "float": float_acc, "int8": int8_acc, "train_s": round(seconds, 1)}
 
 
-def with_macs_term(a: float) -> None:
-    """Rank by objective.score + a*log2(MACs) in this process (still non-decreasing in MACs, so
-    the branch and bound stays exact): how a MACs term would move the picks, without editing
-    objective.py."""
+def with_macs_term(a: float, cap: float | None = None, coverage: float = 0.0) -> None:
+    """Rank by objective.score + a*log2(min(MACs, cap)) in this process, the depth floor also
+    asking that a global-average-pool head see >= `coverage` of each input axis (still
+    non-decreasing in MACs and coverage, so the branch and bound stays exact): how such an
+    objective would move the picks, without editing objective.py."""
     from edgeconv.plan import objective
 
-    if a:
+    if not a and not coverage:
+        return
+    if coverage:  # the floor bonus only where the head also sees enough of the input
+        objective.score = lambda s: (
+            math.log2(max(s.params, 1))
+            + (objective.FLOOR_BONUS if s.depth >= objective.MIN_DEPTH and s.coverage >= coverage else 0.0)
+            + a * math.log2(max(min(s.macs, cap or s.macs), 1))
+        )
+    else:
         base = objective.score
-        objective.score = lambda s: base(s) + a * math.log2(max(s.macs, 1))
-        objective.OBJECTIVE += f"; experiment: score + {a}*log2(MACs)"
+        objective.score = lambda s: base(s) + a * math.log2(max(min(s.macs, cap or s.macs), 1))
+    objective.OBJECTIVE += f"; experiment: score + {a}*log2(min(MACs, {cap or 'inf'})), coverage >= {coverage}"
 
 
 def add_training_options(ap: argparse.ArgumentParser, seeds: str) -> None:
@@ -137,6 +149,10 @@ def add_training_options(ap: argparse.ArgumentParser, seeds: str) -> None:
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--reuse", help="a previous --json output whose results are taken, not retrained")
     ap.add_argument("--macs-term", type=float, default=0.0, help="try score + A*log2(MACs) (objective.py unchanged)")
+    ap.add_argument("--macs-cap", type=float, help="with --macs-term: MACs above this count as this many")
+    ap.add_argument(
+        "--coverage", type=float, default=0.0, help="the depth floor also needs a GAP head to see >= this of the input"
+    )
 
 
 def main() -> None:
@@ -154,7 +170,7 @@ def main() -> None:
     from edgeconv.plan.targets import load_target
 
     torch.set_num_threads(1)
-    with_macs_term(args.macs_term)
+    with_macs_term(args.macs_term, args.macs_cap, args.coverage)
     start = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
     digits = digits_split()

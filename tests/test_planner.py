@@ -17,6 +17,7 @@ from edgeconv.plan.planner import (
     _stems,
     candidate_model,
     plan,
+    receptive_field,
     search,
 )
 from edgeconv.plan.targets import load_target, parse_profile
@@ -29,6 +30,31 @@ BUDGETS = [32_000, 64_000, 256_000, 1_000_000]
 # the MLPerf Tiny DS-CNN's own int8 bytes, TFLM arena and MACs with a 10-class head
 # (scripts/planner_vs_reference.py): the budget where the planner trailed the hand design
 DS_CNN_BUDGETS = Budgets(42_720, 24_304, 2_656_640)
+
+
+def _walked_receptive_field(c: Candidate, spec: InputSpec) -> tuple[int, int]:
+    """The receptive field of the last feature map, walked over the built model's layers (the
+    widest over a layer's inputs), independently of planner.receptive_field."""
+    fields = {"input": (1, 1, 1, 1)}  # rf_w, rf_h, jump_w, jump_h
+    last = "input"
+    for layer in candidate_model(c, spec, 10).layers:
+        if layer.op in ("global_avg_pool", "dense", "softmax"):
+            break
+        rw, rh, jw, jh = max((fields[i] for i in layer.inputs), key=lambda f: f[0] * f[1])
+        (kw, kh), (sw, sh) = (
+            getattr(layer, "kernel", None) or getattr(layer, "pool", (1, 1)),
+            getattr(layer, "stride", (1, 1)),
+        )
+        fields[layer.name] = (rw + (kw - 1) * jw, rh + (kh - 1) * jh, jw * sw, jh * sh)
+        last = layer.name
+    return fields[last][:2]
+
+
+def _coverage(c: Candidate, spec: InputSpec) -> float:
+    if c.head == "flatten":
+        return 1.0
+    rw, rh = _walked_receptive_field(c, spec)
+    return min(rw / spec.width, rh / spec.height, 1.0)
 
 
 def _check_totals(c: Candidate, spec: InputSpec, classes: int) -> None:
@@ -117,7 +143,7 @@ def test_runners_up_are_ordered_by_the_objective():
     assert len(ranked) == 6
     assert [c.sort_key() for c in ranked] == sorted(c.sort_key() for c in ranked)
     s = p.candidate
-    assert s.score == objective.score(objective.Summary(s.params, s.macs, s.depth))
+    assert s.score == objective.score(objective.Summary(s.params, s.macs, s.depth, _coverage(s, INPUT)))
 
 
 def test_plan_follows_design_rules():
@@ -240,3 +266,15 @@ def test_a_ram_model_that_rejects_the_best_finds_the_best_that_passes():
     passing = [c for c in every if c.peak_ram + 8_500 <= budgets.ram_bytes]
     assert got.name == passing[0].name and got.peak_ram == passing[0].peak_ram + 8_500
     assert every[0].name != got.name  # the liveness-only best was rejected
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize("spec", [INPUT, KWS, InputSpec(96, 96, 1)])
+def test_receptive_field_equals_the_built_models(block, spec):
+    found, _ = search(spec, 10, Budgets(64_000, 256_000), keep=100_000, blocks=(block,), bound=False)
+    sample = found[::25]
+    assert {c.down for c in sample} == {"stride", "pool"} and len({len(c.stage_blocks) for c in sample}) >= 3
+    for c in sample:
+        stem = (*c.stem_kernel, *c.stem_stride)
+        got = receptive_field((spec.width, spec.height), stem, c.block, c.down, c.stage_blocks)
+        assert got == _walked_receptive_field(c, spec), c.name

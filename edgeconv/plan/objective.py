@@ -40,13 +40,14 @@ OBJECTIVE = (
 
 @dataclass(frozen=True)
 class Summary:
-    """What the objective sees of a network: totals, and the main path's spatial depth."""
+    """What the objective sees of a network: totals, the main path's spatial depth, and how much
+    of the input its head relates (an objective may use it non-decreasingly; the prefix bound
+    assumes 1.0). score() does not use coverage: README, "Tried: MACs with a coverage floor"."""
 
     params: int
     macs: int
     depth: int  # kxk (k > 1) convs and depthwise convs on the longest path
-    input_pixels: int = 0  # W x H of the input
-    final_pixels: int = 0  # W x H of the last feature map (before the head)
+    coverage: float = 1.0  # 1 for a flatten head; else receptive field / input size, the worse axis
 
 
 def score(s: Summary) -> float:

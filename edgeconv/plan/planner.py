@@ -258,6 +258,39 @@ def _pool(acc: _Acc, w: int, h: int, c: int) -> tuple[_Acc, int, int]:
     return acc.layer(0, 0, 0, w * h * c + w2 * h2 * c, False, weighted=False, join=True), w2, h2
 
 
+@cache
+def receptive_field(
+    size: tuple[int, int], stem: tuple[int, int, int, int], block: str, down: str, blocks: tuple[int, ...]
+) -> tuple[int, int]:
+    """(W, H) pixels of the input that one position of the last feature map sees, on the main
+    path (a residual block's two convs; the 1x1 layers add nothing): what a global-average-pool
+    head can relate. The same kernels and strides as candidate_model, per axis."""
+    (w, h), (kw, kh, sw, sh) = size, stem
+    rf, jump = [kw, kh], [sw, sh]
+    dims = [_same_out(w, kw, sw), _same_out(h, kh, sh)]
+
+    def layer(k: tuple[int, int], st: tuple[int, int]) -> None:
+        for a in (0, 1):
+            rf[a] += (k[a] - 1) * jump[a]
+            jump[a] *= st[a]
+            dims[a] = _same_out(dims[a], k[a], st[a])
+
+    for i, n in enumerate(blocks):
+        stride = (1, 1)
+        if i:
+            down_by = (_down(dims[0]), _down(dims[1]))
+            if down == "pool":
+                layer(down_by, down_by)
+            else:
+                stride = down_by
+        for _ in range(n):
+            layer((_k(dims[0]), _k(dims[1])), stride)
+            if block == "res":
+                layer((_k(dims[0]), _k(dims[1])), (1, 1))
+            stride = (1, 1)
+    return rf[0], rf[1]
+
+
 def _stage_totals(w: int, h: int, c: int, f: int, n: int, block: str, down: str, first: bool) -> tuple[_Acc, int, int]:
     """A stage's totals (from an empty prefix) and its output map."""
     acc = _Acc()
@@ -415,7 +448,15 @@ class _Search:
         best = objective.score(objective.Summary(acc.weights + acc.channels + added, macs, depth))
         return -round(best, 9) > worst[0]
 
-    def cannot_win(self, acc: _Acc, w: int, h: int, c: int, f: int, n: int, first: bool) -> bool:
+    def coverage(self, stem: tuple, blocks: tuple, head: str) -> float:
+        """objective.Summary.coverage of a network: 1 for a flatten head (its dense layer sees
+        every position), else the receptive field's share of the input on the worse axis."""
+        if head == "flatten":
+            return 1.0
+        rw, rh = receptive_field((self.spec.width, self.spec.height), stem, self.block, self.down, blocks)
+        return min(rw / self.spec.width, rh / self.spec.height, 1.0)
+
+    def cannot_win(self, acc: _Acc, w: int, h: int, c: int, f: int, n: int, first: bool, stem, blocks) -> bool:
         """True when the last stage at its widest width f (budgets ignored) cannot enter the kept
         list: params, MACs and depth grow with the width, so no narrower width can either."""
         worst = self.worst()
@@ -428,7 +469,7 @@ class _Search:
                 continue
             total, _ = self.head(s_acc, w2, h2, f, head)
             summary = objective.Summary(
-                total.weights + total.channels, total.macs, total.depth, self.spec.width * self.spec.height, w2 * h2
+                total.weights + total.channels, total.macs, total.depth, self.coverage(stem, blocks, head)
             )
             best = max(best, objective.score(summary))
         return -round(best, 9) > worst[0]
@@ -479,7 +520,7 @@ class _Search:
             total, model_bytes = costed
             fitted = True
             params = total.weights + total.channels
-            summary = objective.Summary(params, total.macs, total.depth, self.spec.width * self.spec.height, w * h)
+            summary = objective.Summary(params, total.macs, total.depth, self.coverage(stem, blocks, head))
             score = objective.score(summary)
             if self.loses(score, params, total.macs, total.ram, model_bytes):
                 continue
@@ -523,7 +564,7 @@ class _Search:
                 attempt(f, True)
             return False
         left, right = 0, len(widths) - 1
-        if self.cannot_win(acc, w, h, c, widths[-1], n, first):
+        if self.cannot_win(acc, w, h, c, widths[-1], n, first, stem, blocks + (n,)):
             return True
         if not attempt(widths[0], False):
             return False
