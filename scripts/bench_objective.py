@@ -17,10 +17,10 @@ Spearman's rank correlation of accuracy with each proxy:
   log|K| of the Hamming kernel of the ReLU on/off codes of 64 training images; not usable by
   the branch and bound, which needs a closed form non-decreasing in params, MACs and depth).
 
-    nice -n 10 python scripts/bench_objective.py [--groups 32x32x3@64KB,49x10x1@64KB]
+    nice -n 10 python scripts/bench_objective.py [--groups 32x32x3@64KB,49x10x1@64KB:1000000 (a MAC limit)]
         [--ranks 0,20,60,150] [--seeds 0,1] [--epochs 12] [--json OUT.json]
-        [--reuse PREVIOUS.json] [--macs-term A [--macs-cap M] [--coverage C]] (the picks ranked by
-        an experimental objective: planner_vs_reference.with_macs_term)
+        [--reuse PREVIOUS.json] [--macs-term A] [--macs-cap M] [--coverage C] [--inner-blocks N]
+        (the picks ranked by an experimental objective: planner_vs_reference.with_objective_experiment)
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_planner_accuracy import digits_split, spearman
-from planner_vs_reference import add_training_options, resized, with_macs_term
+from planner_vs_reference import add_training_options, resized, with_objective_experiment
 
 CLASSES = 10
 RAM = 256_000
@@ -88,7 +88,7 @@ def main() -> None:
     from edgeconv.train.loop import TrainConfig, evaluate, train
 
     torch.set_num_threads(1)
-    with_macs_term(args.macs_term, args.macs_cap, args.coverage)
+    with_objective_experiment(args.macs_term, args.macs_cap, args.coverage, args.inner_blocks)
     start = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
     ranks = [] if args.ranks == "none" else [int(r) for r in args.ranks.split(",")]  # none: the picks only
@@ -121,7 +121,10 @@ def main() -> None:
         spec = InputSpec(w, h, c)
         data = tuple(resized(a, w, h, c) if i % 2 == 0 else a for i, a in enumerate(digits))
         xt = data[0]
-        budgets = Budgets(parse_size(budget_text), RAM)
+        budget_text, _, macs_text = budget_text.partition(":")  # 32x32x3@64KB:5000000 adds a MAC limit
+        budgets = Budgets(
+            parse_size(budget_text), RAM, int(macs_text) if macs_text else None, macs_granted=bool(macs_text)
+        )
         for block in BLOCKS:
             current, objective.score = objective.score, sampling_score  # the search ranks by objective.score
             try:

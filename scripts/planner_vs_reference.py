@@ -5,7 +5,8 @@ For each reference recipe (DS-CNN at 49x10x1, ResNet-8 at 32x32x3, MobileNetV1-0
 measured: the int8 .tflite edgeconv writes (bytes), the TFLM arena (edgeconv/plan/arena.py,
 what `--target mcu` budgets) and MACs. The planner gets exactly those as `--budget`, `--ram`
 and `--macs` with `--target mcu` (TFLM arena RAM model, the mcu profile's ops and channel
-multiple), so its pick is at most the hand design on every budget.
+multiple), so its pick is at most the hand design on every budget (the MACs granted, as
+`--macs` grants them: objective.py).
 
 Both are then trained the same way: sklearn's digits (1,437 training / 360 validation images,
 the split of scripts/digits_demo.sh) resized bilinearly to the input's W x H (3 channels: the
@@ -17,15 +18,15 @@ golden: bit-exact to what the mcu target runs).
 
     nice -n 10 python scripts/planner_vs_reference.py [--models ds_cnn,resnet8,mobilenet_v1_025]
         [--seeds 0,1,2] [--epochs 10] [--json OUT.json] [--reuse PREVIOUS.json]
-        [--macs-term A [--macs-cap M] [--coverage C]]
+        [--macs-term A] [--macs-cap M] [--coverage C] [--inner-blocks N]
 
 --reuse takes the runs of a previous --json output for the same model (its name spells the
 whole plan), epochs and seed instead of training again: training is deterministic for the same
 data, seed and one thread (edgeconv.train.loop), so e.g. a changed objective retrains only the
 new picks. --macs-term A ranks by objective.score + A*log2(MACs) instead, --macs-cap M counts
-MACs above M as M and --coverage C also asks the depth floor's networks to have a global average
-pool that sees >= C of each input axis (experiments; the README's objective paragraphs have
-their results).
+MACs above M as M, --coverage C also asks the depth floor's networks to have a global average
+pool that sees >= C of each input axis and --inner-blocks N at least N blocks in every stage but
+the last (experiments; the README's objective paragraphs have their results).
 """
 
 from __future__ import annotations
@@ -121,25 +122,27 @@ def train_and_score(analysis, data, seed: int, epochs: int) -> dict:
     return {"seed": seed, "float": float_acc, "int8": int8_acc, "train_s": round(seconds, 1)}
 
 
-def with_macs_term(a: float, cap: float | None = None, coverage: float = 0.0) -> None:
+def with_objective_experiment(a: float, cap: float | None = None, coverage: float = 0.0, inner_blocks: int = 0) -> None:
     """Rank by objective.score + a*log2(min(MACs, cap)) in this process, the depth floor also
-    asking that a global-average-pool head see >= `coverage` of each input axis (still
-    non-decreasing in MACs and coverage, so the branch and bound stays exact): how such an
-    objective would move the picks, without editing objective.py."""
+    asking that a global-average-pool head see >= `coverage` of each input axis and that every
+    stage but the last have >= `inner_blocks` blocks (still non-decreasing in MACs, coverage and
+    inner blocks, so the branch and bound stays exact): how such an objective would move the
+    picks, without editing objective.py."""
     from edgeconv.plan import objective
 
-    if not a and not coverage:
+    if not (a or coverage or inner_blocks):
         return
-    if coverage:  # the floor bonus only where the head also sees enough of the input
-        objective.score = lambda s: (
-            math.log2(max(s.params, 1))
-            + (objective.FLOOR_BONUS if s.depth >= objective.MIN_DEPTH and s.coverage >= coverage else 0.0)
-            + a * math.log2(max(min(s.macs, cap or s.macs), 1))
-        )
-    else:
-        base = objective.score
-        objective.score = lambda s: base(s) + a * math.log2(max(min(s.macs, cap or s.macs), 1))
-    objective.OBJECTIVE += f"; experiment: score + {a}*log2(min(MACs, {cap or 'inf'})), coverage >= {coverage}"
+
+    def score(s) -> float:
+        floor = s.depth >= objective.MIN_DEPTH and s.coverage >= coverage and s.inner_blocks >= inner_blocks
+        macs = min(s.macs, cap or s.macs)
+        return math.log2(max(s.params, 1)) + a * math.log2(max(macs, 1)) + (objective.FLOOR_BONUS if floor else 0.0)
+
+    objective.score = score
+    objective.OBJECTIVE += (
+        f"; experiment: + {a}*log2(min(MACs, {cap or 'inf'})), floor also coverage >= {coverage}, "
+        f"inner blocks >= {inner_blocks}"
+    )
 
 
 def add_training_options(ap: argparse.ArgumentParser, seeds: str) -> None:
@@ -152,6 +155,9 @@ def add_training_options(ap: argparse.ArgumentParser, seeds: str) -> None:
     ap.add_argument("--macs-cap", type=float, help="with --macs-term: MACs above this count as this many")
     ap.add_argument(
         "--coverage", type=float, default=0.0, help="the depth floor also needs a GAP head to see >= this of the input"
+    )
+    ap.add_argument(
+        "--inner-blocks", type=int, default=0, help="the depth floor also needs >= N blocks in every stage but the last"
     )
 
 
@@ -170,7 +176,7 @@ def main() -> None:
     from edgeconv.plan.targets import load_target
 
     torch.set_num_threads(1)
-    with_macs_term(args.macs_term, args.macs_cap, args.coverage)
+    with_objective_experiment(args.macs_term, args.macs_cap, args.coverage, args.inner_blocks)
     start = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
     digits = digits_split()
@@ -189,7 +195,7 @@ def main() -> None:
         p = plan(
             spec,
             CLASSES,
-            Budgets(ref_fig["int8_bytes"], ref_fig["arena"], ref_fig["macs"]),
+            Budgets(ref_fig["int8_bytes"], ref_fig["arena"], ref_fig["macs"], macs_granted=True),
             target_limits(mcu),
             ram_model=ram_model(mcu),
         )

@@ -1,5 +1,6 @@
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -30,6 +31,7 @@ BUDGETS = [32_000, 64_000, 256_000, 1_000_000]
 # the MLPerf Tiny DS-CNN's own int8 bytes, TFLM arena and MACs with a 10-class head
 # (scripts/planner_vs_reference.py): the budget where the planner trailed the hand design
 DS_CNN_BUDGETS = Budgets(42_720, 24_304, 2_656_640)
+DS_CNN_GRANTED = replace(DS_CNN_BUDGETS, macs_granted=True)  # as --macs gives them
 
 
 def _walked_receptive_field(c: Candidate, spec: InputSpec) -> tuple[int, int]:
@@ -247,11 +249,42 @@ def test_stride_two_stem_on_a_ten_pixel_axis():
     assert _stems(InputSpec(8, 8, 1), TargetLimits()) == [(3, 3, 1, 1)]
 
 
-def test_search_equals_the_exhaustive_search_at_the_ds_cnn_budget():
-    # one-stage networks and a binding MAC limit: still exact
-    fast, stats = search(KWS, 10, DS_CNN_BUDGETS, keep=5)
-    slow, _ = search(KWS, 10, DS_CNN_BUDGETS, keep=5, bound=False)
+@pytest.mark.parametrize("budgets", [DS_CNN_BUDGETS, DS_CNN_GRANTED], ids=["cap", "granted"])
+def test_search_equals_the_exhaustive_search_at_the_ds_cnn_budget(budgets):
+    # one-stage networks, a binding MAC limit, the granted-MACs objective (MACs term and
+    # coverage floor): still exact
+    fast, stats = search(KWS, 10, budgets, keep=5)
+    slow, _ = search(KWS, 10, budgets, keep=5, bound=False)
     assert fast == slow and stats.pruned_bound > 0
+
+
+def test_granted_macs_are_spent_a_hardware_cap_is_not(monkeypatch):
+    # DS-CNN's own budgets: granted (--macs), the pick spends most of them on a pooled net that
+    # sees >= 3/4 of the input (98.98% trained against the hand design's 98.89%, README); the
+    # same limit as a target's max_macs leaves the parameters objective (96.57%)
+    granted = plan(KWS, 10, DS_CNN_GRANTED).candidate
+    capped = plan(KWS, 10, DS_CNN_BUDGETS).candidate
+    assert granted.macs >= 0.8 * DS_CNN_GRANTED.macs > 3 * capped.macs
+    assert _coverage(granted, KWS) >= objective.MIN_COVERAGE and granted.depth >= objective.MIN_DEPTH
+    assert capped.params > granted.params
+    s = granted
+    summary = objective.Summary(s.params, s.macs, s.depth, _coverage(s, KWS), macs_granted=True)
+    assert s.score == objective.score(summary)
+    # without the coverage floor the granted MACs go to a full-resolution stack
+    strict = objective.score
+    monkeypatch.setattr(objective, "score", lambda x: strict(replace(x, coverage=1.0)))
+    full = plan(KWS, 10, DS_CNN_GRANTED).candidate
+    assert _coverage(full, KWS) < objective.MIN_COVERAGE
+
+
+def test_only_the_users_macs_and_latency_are_granted():
+    from edgeconv.artifacts.build import BuildRequest, resolve_budgets
+
+    mcu = load_target("mcu")
+    assert resolve_budgets(BuildRequest(macs=2_000_000)).macs_granted
+    assert resolve_budgets(BuildRequest(target=mcu, latency_ms=50.0)).macs_granted
+    capped = resolve_budgets(BuildRequest(target=mcu))
+    assert capped.macs == mcu.max_macs and not capped.macs_granted
 
 
 def test_a_ram_model_that_rejects_the_best_finds_the_best_that_passes():

@@ -141,6 +141,7 @@ def resolve_budgets(req: BuildRequest) -> Budgets:
         macs=req.macs or (target.max_macs if target else None),
         latency_ms=req.latency_ms,
         macs_per_ms=target.latency.macs_per_ms if target and target.latency and req.latency_ms is not None else None,
+        macs_granted=req.macs is not None or req.latency_ms is not None,
     )
 
 

@@ -82,6 +82,9 @@ class Budgets:
     macs: int | None = None
     latency_ms: float | None = None  # needs macs_per_ms (the target's latency model)
     macs_per_ms: float | None = None
+    # the MAC limit is the user's (--macs, --latency), not only the target's hardware cap: the
+    # objective then spends it (objective.score), as it spends the flash budget
+    macs_granted: bool = False
 
     @property
     def mac_limit(self) -> int | None:
@@ -291,6 +294,12 @@ def receptive_field(
     return rf[0], rf[1]
 
 
+def _inner_blocks(blocks: tuple[int, ...]) -> int:
+    """objective.Summary.inner_blocks: the blocks of each stage but the last (all equal in the
+    space), or of the only stage."""
+    return blocks[0] if len(blocks) == 1 else min(blocks[:-1])
+
+
 def _stage_totals(w: int, h: int, c: int, f: int, n: int, block: str, down: str, first: bool) -> tuple[_Acc, int, int]:
     """A stage's totals (from an empty prefix) and its output map."""
     acc = _Acc()
@@ -445,7 +454,11 @@ class _Search:
             macs = min(macs, self.mac)
         per_block = 2 if self.block == "res" else 1
         depth = acc.depth + min(stages_left * max(LAST_STAGE_BLOCKS) * per_block, room // (9 * c + 1))
-        best = objective.score(objective.Summary(acc.weights + acc.channels + added, macs, depth))
+        # every stage of a prefix is an inner stage of its completions: n blocks (or, ending at
+        # stage 1, its one-stage networks are offered apart, by one_stage)
+        best = objective.score(
+            objective.Summary(acc.weights + acc.channels + added, macs, depth, 1.0, n, self.b.macs_granted)
+        )
         return -round(best, 9) > worst[0]
 
     def coverage(self, stem: tuple, blocks: tuple, head: str) -> float:
@@ -469,7 +482,12 @@ class _Search:
                 continue
             total, _ = self.head(s_acc, w2, h2, f, head)
             summary = objective.Summary(
-                total.weights + total.channels, total.macs, total.depth, self.coverage(stem, blocks, head)
+                total.weights + total.channels,
+                total.macs,
+                total.depth,
+                self.coverage(stem, blocks, head),
+                _inner_blocks(blocks),
+                self.b.macs_granted,
             )
             best = max(best, objective.score(summary))
         return -round(best, 9) > worst[0]
@@ -520,7 +538,14 @@ class _Search:
             total, model_bytes = costed
             fitted = True
             params = total.weights + total.channels
-            summary = objective.Summary(params, total.macs, total.depth, self.coverage(stem, blocks, head))
+            summary = objective.Summary(
+                params,
+                total.macs,
+                total.depth,
+                self.coverage(stem, blocks, head),
+                _inner_blocks(blocks),
+                self.b.macs_granted,
+            )
             score = objective.score(summary)
             if self.loses(score, params, total.macs, total.ram, model_bytes):
                 continue
