@@ -80,6 +80,38 @@ def planner_table(shape: str, repeat: int, target: str | None = None) -> list:
     return plans
 
 
+# the worst-case sweep: square inputs to 224x224, elongated ones (101x40, 224x32, 224x1) and an
+# odd one (124x129), 1 and 3 channels, at the two largest budgets
+SWEEP = [(8, 8), (16, 16), (28, 28), (32, 32), (49, 10), (64, 64), (96, 96), (101, 40), (128, 128)]
+SWEEP += [(160, 160), (224, 224), (224, 32), (224, 1), (124, 129), (40, 101), (10, 49)]
+
+
+def slowest_table() -> None:
+    print(f"\nslowest plan over {2 * len(SWEEP)} inputs (1 and 3 channels), 10 classes, RAM {RAM:,} B")
+    for label in ("1MB", "4MB"):
+        runs = []
+        for (w, h), c in ((wh, c) for wh in SWEEP for c in (1, 3)):
+            start = time.perf_counter()
+            p = plan(InputSpec(w, h, c), 10, Budgets(BUDGETS[label], RAM))
+            runs.append((time.perf_counter() - start, f"{w}x{h}x{c}", p.stats.visited))
+        seconds, shape, visited = max(runs)
+        print(
+            f"{label:>6}  slowest {seconds:.2f} s ({shape}, {visited:,} prefixes); median {statistics.median(r[0] for r in runs):.3f} s"
+        )
+
+
+def granted_table() -> None:
+    """The MLPerf Tiny DS-CNN's budgets with its MACs granted (--macs): the objective's other branch."""
+    budgets = Budgets(42_720, 24_304, 2_656_640, macs_granted=True)
+    start = time.perf_counter()
+    p = plan(InputSpec(49, 10, 1), 10, budgets)
+    seconds = time.perf_counter() - start
+    print(
+        f"\n49x10x1, 42,720 B, RAM 24,304 B, 2,656,640 MACs granted: {p.candidate.name} in {seconds:.2f} s "
+        f"({p.stats.visited:,} prefixes), MACs {p.analysis.macs / budgets.macs:.1%} of the grant"
+    )
+
+
 def size_model_table(plans: list) -> None:
     """The planner's model-bytes prediction against the int8 .tflite really written."""
     from edgeconv.core.weights import init_weights
@@ -106,6 +138,8 @@ def main() -> None:
     plans = [p for shape in INPUTS for p in planner_table(shape, args.repeat)]
     for shape in INPUTS:
         planner_table(shape, args.repeat, "mcu")
+    slowest_table()
+    granted_table()
     small = [plan(spec, classes, Budgets(8_000, RAM)) for spec, classes in INPUTS.values()]
     size_model_table([*(analyze(load_recipe(name)) for name in recipe_names()), *small, *plans])
 

@@ -52,11 +52,17 @@ def layer(input_shape, op, filters, kernel, stride, pad, as_json):
     help="Model-size budget (int8 model bytes), e.g. 1MB. Default: the target's flash, else 1MB.",
 )
 @click.option("--ram", metavar="SIZE", help="Peak activation RAM budget. Default: the target's RAM, else 256KB.")
-@click.option("--macs", type=INT, help="Limit on multiply-accumulates per inference. Default: the target's, else none.")
+@click.option(
+    "--macs",
+    type=INT,
+    help="Multiply-accumulates per inference you grant: a limit the planner also spends (README, the objective). "
+    "Default: the target's cap (a limit only), else none.",
+)
 @click.option(
     "--latency",
     metavar="TIME",
-    help="Latency budget, e.g. 100ms or 0.1s, predicted by the target's latency model (mcu, mcu-m4).",
+    help="Latency budget, e.g. 100ms or 0.1s, predicted by the target's latency model (mcu, mcu-m4); "
+    "granted like --macs.",
 )
 @click.option("--input", "input_shape", default="32x32x3", show_default=True, metavar="WxHxC", help="Input volume.")
 @click.option("--classes", type=INT, default=10, show_default=True, help="Number of classes.")
