@@ -280,6 +280,38 @@ def test_gap_pick_on_cortex_m4_within_the_32bit_arena_prediction(lib, tmp_path):
     assert predict_head_bytes(pick.analysis, kernels="cmsis_nn") > predict_head_bytes(pick.analysis)
 
 
+def test_granted_ds_cnn_budget_pick_on_cortex_m4(lib, tmp_path):
+    """The planner's pick at the MLPerf Tiny DS-CNN budgets with its MACs granted (--macs, the
+    TFLM arena of the mcu target as --ram): max pools and a MEAN head on the part, 0 LSB vs the
+    golden, the arena within ARENA_TOLERANCE of the 32-bit prediction."""
+    from edgeconv.backends import get_backend, require
+    from edgeconv.core.ir import InputSpec
+    from edgeconv.quant.quantize import quantize_input
+
+    folder = tmp_path / "build"
+    run_build(
+        BuildRequest(
+            input_spec=InputSpec(49, 10, 1),
+            budget=42_720,
+            ram=24_304,
+            macs=2_656_640,
+            target=load_target("mcu-m4"),
+            out=str(folder),
+            calib_samples=8,
+        )
+    )
+    pick = load_build(folder)
+    ops = [op for op, *_ in tflite_graph(pick.analysis).ops]
+    assert "MEAN" in ops and "MAX_POOL_2D" in ops, ops
+    backend = require(get_backend(load_target("mcu-m4")))
+    spec = pick.analysis.model.input
+    x = np.random.default_rng(4).standard_normal((2, spec.height, spec.width, spec.channels)).astype(np.float32)
+    x_q = quantize_input(x, pick.qparams.activations["input"])
+    want = run_int8(pick.analysis, pick.qparams, x_q, "tflm")[pick.analysis.model.output]
+    assert np.array_equal(backend.run(pick, x_q), want)
+    _check_arena(backend.last_run, pick.analysis, backend.last_run.arena_bytes)
+
+
 def test_validate_on_qemu_cortex_m4(ds_cnn, lib, tmp_path):
     bundle = tmp_path / "b.tar.gz"
     r = CliRunner().invoke(cli, ["bundle", str(ds_cnn.folder), "--target", "mcu", "-o", str(bundle), "--samples", "4"])

@@ -1,9 +1,11 @@
 """The budget planner: choose block type, depth, strides and widths of a small conv net.
 
 Search space (the MLPerf Tiny reference designs' building blocks):
-  * a stem conv whose kernel and stride follow the input's size and aspect, per axis: 3x1 on a
-    short axis, up to 7 (stride 2) on a long one (49x10 gets e.g. 7x3 stride 2x1; 32x32 stays
-    square), then stages at the stem's resolution and below;
+  * a stem conv whose kernel and stride follow the input's size and aspect, per axis: 3 at
+    stride 1, also 3 at stride 2 on an axis of 10+ pixels, up to 7 (stride 2) on one of 16+
+    (49x10 gets e.g. 7x3 stride 2x1 or 2x2; 32x32 stays square), then stages at the stem's
+    resolution and below; a one-stage network (DS-CNN's shape) shares one width, any multiple
+    up to twice the widest stem, between stem and blocks;
   * one block type per network: plain 3x3 conv, depthwise-separable (depthwise 3x3 + pointwise
     1x1, as DS-CNN / MobileNet) or residual (two 3x3 convs + identity or 1x1 projection, as
     ResNet-8); every layer ReLU, 'same' zero padding;
