@@ -471,7 +471,9 @@ class _Search:
         rw, rh = receptive_field((self.spec.width, self.spec.height), stem, self.block, self.down, blocks)
         return min(rw / self.spec.width, rh / self.spec.height, 1.0)
 
-    def cannot_win(self, acc: _Acc, w: int, h: int, c: int, f: int, n: int, first: bool, stem, blocks) -> bool:
+    def cannot_win(
+        self, acc: _Acc, w: int, h: int, c: int, f: int, n: int, first: bool, stem: tuple, blocks: tuple
+    ) -> bool:
         """True when the last stage at its widest width f (budgets ignored) cannot enter the kept
         list: params, MACs and depth grow with the width, so no narrower width can either."""
         worst = self.worst()
