@@ -84,6 +84,15 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def _popen_foreground(argv: list[str], sig: int, **kw) -> subprocess.Popen:
+    """Popen with `sig` at its default disposition in the child, as for a command run in the
+    foreground of a terminal. Why: a test run started as a background job of a script (`cmd &`
+    without job control) inherits SIGINT ignored, every child inherits it in turn and Python then
+    keeps it ignored (no KeyboardInterrupt handler), so a test's SIGINT would be a no-op rather
+    than the Ctrl-C it stands for. The reset runs in the forked child, before exec."""
+    return subprocess.Popen(argv, preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL), **kw)
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -325,6 +334,20 @@ def test_fleet_toml_errors(tmp_path):
     assert [(d.label, d.timeout) for d in devices] == [("local", 30.0), ("b", 5.0)]
 
 
+def test_interrupt_reaches_a_child_of_a_background_run():
+    # test_release_after_interrupt[SIGINT] timed out (30 s, no release) in any run that inherits
+    # SIGINT ignored (`bash -c 'pytest ... & wait'`): so did `edgeconv validate`, which never saw
+    # the signal and ran its 30 s linger out; _popen_foreground undoes the inherited ignore
+    probe = [sys.executable, "-c", "import signal as s; print(s.getsignal(s.SIGINT) is s.default_int_handler)"]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a script's `cmd &` does
+    try:
+        plain = subprocess.run(probe, capture_output=True, text=True, timeout=30).stdout.strip()
+        fixed = _popen_foreground(probe, signal.SIGINT, stdout=subprocess.PIPE, text=True).communicate(timeout=30)[0]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert (plain, fixed.strip()) == ("False", "True")
+
+
 # -- with the lab ----------------------------------------------------------------------------------
 
 
@@ -437,10 +460,11 @@ def test_release_after_interrupt(lab, bundle, sig):
     board = lab["boards"]["board-b"]
     board.linger(30.0)
     o = lab["options"]
-    proc = subprocess.Popen(
+    proc = _popen_foreground(
         [sys.executable, "-m", "edgeconv", "validate", bundle, "--device", "labgrid://board-b"]
         + ["--coordinator", lab["coordinator"], "--identity", o.identity, "--known-hosts", o.known_hosts]
         + ["--python", str(board.python), "--timeout", "60"],
+        sig,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

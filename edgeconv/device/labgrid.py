@@ -19,6 +19,8 @@ client of it:
    failed verdict, a timeout, Ctrl-C, SIGTERM/SIGHUP (the CLI turns them into KeyboardInterrupt)
    and a crash of the runner. Only SIGKILL of this process leaves the place acquired (labgrid
    ties an acquisition to the user, not the connection): `labgrid-client -p PLACE release`.
+   A signal the launcher set to ignored stays ignored, as the shell intends (a script's
+   `edgeconv ... &` ignores SIGINT, `nohup` SIGHUP): stop such a job with SIGTERM.
 
 Infrastructure trouble (coordinator unreachable, no place within --wait, the board's ssh gone)
 raises DeviceUnavailable (exit 75), kept apart from a failed verdict (exit 1).
