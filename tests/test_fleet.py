@@ -89,8 +89,17 @@ def _popen_foreground(argv: list[str], sig: int, **kw) -> subprocess.Popen:
     foreground of a terminal. Why: a test run started as a background job of a script (`cmd &`
     without job control) inherits SIGINT ignored, every child inherits it in turn and Python then
     keeps it ignored (no KeyboardInterrupt handler), so a test's SIGINT would be a no-op rather
-    than the Ctrl-C it stands for. The reset runs in the forked child, before exec."""
-    return subprocess.Popen(argv, preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL), **kw)
+    than the Ctrl-C it stands for. A caught signal is reset to its default by exec, so the parent
+    catches it around the spawn; not preexec_fn: that forces fork(), whose gRPC atfork handlers
+    abort the child (SIGABRT) once this worker has run labgrid clients."""
+    ignored = signal.getsignal(sig) == signal.SIG_IGN
+    if ignored:
+        signal.signal(sig, signal.default_int_handler)
+    try:
+        return subprocess.Popen(argv, **kw)
+    finally:
+        if ignored:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _children(pid: int) -> list[int]:
@@ -343,9 +352,10 @@ def test_interrupt_reaches_a_child_of_a_background_run():
     try:
         plain = subprocess.run(probe, capture_output=True, text=True, timeout=30).stdout.strip()
         fixed = _popen_foreground(probe, signal.SIGINT, stdout=subprocess.PIPE, text=True).communicate(timeout=30)[0]
+        still = signal.getsignal(signal.SIGINT)  # this process's own disposition is left as it was
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert (plain, fixed.strip()) == ("False", "True")
+    assert (plain, fixed.strip(), still) == ("False", "True", signal.SIG_IGN)
 
 
 # -- with the lab ----------------------------------------------------------------------------------
