@@ -27,6 +27,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from processes import popen_foreground
 
 from edgeconv.core.errors import DeviceUnavailable, EdgeconvError, UsageError
 from edgeconv.device.fleet import ERROR, INFRA, PASS, FleetDevice, load_fleet, run_fleet
@@ -82,24 +83,6 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _popen_foreground(argv: list[str], sig: int, **kw) -> subprocess.Popen:
-    """Popen with `sig` at its default disposition in the child, as for a command run in the
-    foreground of a terminal. Why: a test run started as a background job of a script (`cmd &`
-    without job control) inherits SIGINT ignored, every child inherits it in turn and Python then
-    keeps it ignored (no KeyboardInterrupt handler), so a test's SIGINT would be a no-op rather
-    than the Ctrl-C it stands for. A caught signal is reset to its default by exec, so the parent
-    catches it around the spawn; not preexec_fn: that forces fork(), whose gRPC atfork handlers
-    abort the child (SIGABRT) once this worker has run labgrid clients."""
-    ignored = signal.getsignal(sig) == signal.SIG_IGN
-    if ignored:
-        signal.signal(sig, signal.default_int_handler)
-    try:
-        return subprocess.Popen(argv, **kw)
-    finally:
-        if ignored:
-            signal.signal(sig, signal.SIG_IGN)
 
 
 def _children(pid: int) -> list[int]:
@@ -351,7 +334,7 @@ def test_interrupt_reaches_a_child_of_a_background_run():
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a script's `cmd &` does
     try:
         plain = subprocess.run(probe, capture_output=True, text=True, timeout=30).stdout.strip()
-        fixed = _popen_foreground(probe, signal.SIGINT, stdout=subprocess.PIPE, text=True).communicate(timeout=30)[0]
+        fixed = popen_foreground(probe, signal.SIGINT, stdout=subprocess.PIPE, text=True).communicate(timeout=30)[0]
         still = signal.getsignal(signal.SIGINT)  # this process's own disposition is left as it was
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -470,7 +453,7 @@ def test_release_after_interrupt(lab, bundle, sig):
     board = lab["boards"]["board-b"]
     board.linger(30.0)
     o = lab["options"]
-    proc = _popen_foreground(
+    proc = popen_foreground(
         [sys.executable, "-m", "edgeconv", "validate", bundle, "--device", "labgrid://board-b"]
         + ["--coordinator", lab["coordinator"], "--identity", o.identity, "--known-hosts", o.known_hosts]
         + ["--python", str(board.python), "--timeout", "60"],

@@ -29,6 +29,7 @@ from edgeconv.device.validate import validate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hardening_cases import CASES, make_ctx
+from processes import popen_foreground
 
 SLOW_CASES = {"build --input 8192x8192x3": 30.0}  # the planner's bounded search (~4 s here)
 
@@ -220,8 +221,10 @@ def test_signed_bundles(ctx, tmp_path):
 # -- build folders ---------------------------------------------------------------------------
 
 
-def _build(out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
+def _build(out: Path, *extra: str, sig: int = signal.SIGHUP) -> subprocess.Popen:
+    # with `sig` at its default in the child: under nohup SIGHUP is inherited ignored and the
+    # SIGHUP case would let the build finish, testing nothing
+    return popen_foreground(
         [
             sys.executable,
             "-m",
@@ -235,6 +238,7 @@ def _build(out: Path, *extra: str) -> subprocess.Popen:
             str(out),
             *extra,
         ],
+        sig,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -246,7 +250,7 @@ def test_killed_rebuild_leaves_the_old_folder_whole(ctx, tmp_path, sig):
     out = tmp_path / "b"
     shutil.copytree(ctx.build, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    proc = _build(out, "--seed", "7")
+    proc = _build(out, "--seed", "7", sig=sig)
     deadline = time.time() + 20
     while time.time() < deadline and proc.poll() is None:  # kill it while it writes or computes
         if any(p.name.startswith(".b.") for p in tmp_path.iterdir()) or time.time() > deadline - 19.4:
