@@ -866,22 +866,10 @@ def plan(
             f"no plan fits peak RAM <= {format_size(budgets.ram_bytes or 0)} with the target's "
             f"RAM model (the leanest candidate needs more); raise --ram"
         )
-    return plan_of(found[0], input_spec, classes, budgets, ram_model, tuple(found[1 : 1 + top]), SearchStats(*total))
-
-
-def plan_of(
-    candidate: Candidate,
-    input_spec: InputSpec,
-    classes: int,
-    budgets: Budgets,
-    ram_model: Callable[[Analysis], int] | None = None,
-    runners_up: tuple[Candidate, ...] = (),
-    stats: SearchStats = SearchStats(),
-) -> Plan:
-    """The Plan of one candidate."""
-    model = candidate_model(candidate, input_spec, classes)
+    model = candidate_model(found[0], input_spec, classes)
     analysis = analyze(model)
-    return Plan(model, analysis, estimate(analysis, ram_model), candidate, budgets, runners_up, stats)
+    runners_up = tuple(found[1 : 1 + top])
+    return Plan(model, analysis, estimate(analysis, ram_model), found[0], budgets, runners_up, SearchStats(*total))
 
 
 def _feasible(
